@@ -1,0 +1,111 @@
+// The run journal: each task's outcome, written atomically (temp file, fsync, rename,
+// fsync of the directory) so that after a crash or power loss the agent knows which
+// tasks finished and re-runs only the interrupted one.
+import { open, rename, readFile, mkdir, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import type { Task } from '../config/schema.ts';
+
+export interface JournalEntry {
+  status: 'ok' | 'failed' | 'skipped' | 'running';
+  /** Hash of the task's definition: a changed task is not considered finished. */
+  definition: string;
+  attempts: number;
+  startedAt?: string;
+  endedAt?: string;
+  durationMs?: number;
+}
+
+export interface JournalData {
+  version: 1;
+  runId: string;
+  startedAt: string;
+  tasks: Record<string, JournalEntry>;
+  result?: 'ok' | 'failed' | 'aborted';
+}
+
+export const JOURNAL_FILE = 'journal.json';
+
+export function taskDefinitionHash(t: Task): string {
+  const { name, kind, builtin, script, with: options, workdir, args, env } = t;
+  return createHash('sha256').update(JSON.stringify({ name, kind, builtin, script, options, workdir, args, env })).digest('hex').slice(0, 16);
+}
+
+export class Journal {
+  readonly path: string;
+  private data: JournalData;
+
+  private constructor(path: string, data: JournalData) {
+    this.path = path;
+    this.data = data;
+  }
+
+  /** Opens the journal in `stateDir`, or starts a new one when `fresh` or when none is readable. */
+  static async open(stateDir: string, runId: string, fresh: boolean, warn: (m: string) => void): Promise<{ journal: Journal; previous?: JournalData }> {
+    const path = join(stateDir, JOURNAL_FILE);
+    await mkdir(stateDir, { recursive: true });
+    let previous: JournalData | undefined;
+    if (!fresh) {
+      try {
+        const parsed = JSON.parse(await readFile(path, 'utf8')) as JournalData;
+        if (parsed.version === 1 && parsed.tasks && typeof parsed.tasks === 'object') previous = parsed;
+        else warn(`${path}: unknown journal format; starting afresh`);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT') warn(`${path}: unreadable journal (${(e as Error).message}); starting afresh`);
+      }
+    }
+    const data: JournalData = { version: 1, runId, startedAt: new Date().toISOString(), tasks: previous ? structuredClone(previous.tasks) : {} };
+    const journal = new Journal(path, data);
+    await journal.save();
+    return previous ? { journal, previous } : { journal };
+  }
+
+  /** True when the journal says this exact task already finished successfully. */
+  finished(t: Task): boolean {
+    const e = this.data.tasks[t.name];
+    return !!e && e.status === 'ok' && e.definition === taskDefinitionHash(t);
+  }
+
+  entry(name: string): JournalEntry | undefined {
+    return this.data.tasks[name];
+  }
+
+  async record(t: Task, entry: Omit<JournalEntry, 'definition'>): Promise<void> {
+    this.data.tasks[t.name] = { ...entry, definition: taskDefinitionHash(t) };
+    await this.save();
+  }
+
+  async finish(result: JournalData['result']): Promise<void> {
+    this.data.result = result;
+    await this.save();
+  }
+
+  private async save(): Promise<void> {
+    await writeAtomic(this.path, JSON.stringify(this.data, null, 2) + '\n');
+  }
+}
+
+/** Replaces `path` so that a reader sees either the old or the new content, never a mix. */
+export async function writeAtomic(path: string, content: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+  const dir = await open(dirname(path), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
