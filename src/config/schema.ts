@@ -75,7 +75,8 @@ export const ReporterSchemas = {
       root: Type.Optional(Type.String({ default: '/sys/class/leds' })),
       leds: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'LED names under root' }),
       patterns: Type.Optional(
-        Type.Record(
+        // Partial: overriding one state's pattern keeps the defaults of the others.
+        Type.Partial(Type.Record(
           Type.Union([Type.Literal('running'), Type.Literal('success'), Type.Literal('failure')]),
           Type.Object(
             {
@@ -86,7 +87,7 @@ export const ReporterSchemas = {
             },
             { additionalProperties: false },
           ),
-        ),
+        )),
       ),
     },
     { additionalProperties: false },

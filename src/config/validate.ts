@@ -54,7 +54,8 @@ export function validateConfig(merged: Layer, builtins: BuiltinCatalogue): Confi
         const hint = closest(task.builtin as string, known);
         issue(['tasks', i, 'builtin'], `unknown built-in "${String(task.builtin)}"${hint ? ` (did you mean "${hint}"?)` : ''} — known: ${known.join(', ')}`);
       } else {
-        const opts = (task.with ?? {}) as Obj;
+        // Options set on the kernel command line arrive as strings: convert "1" to true etc.
+        const opts = convertOptions(b.optionsSchema, task.with);
         for (const e of Value.Errors(b.optionsSchema, opts)) issue(['tasks', i, 'with', ...pointer(e.path)], describe(e, b.optionsSchema));
       }
     }
@@ -136,10 +137,15 @@ function schemaAt(root: TSchema, segs: string[]): TSchema | undefined {
   return s;
 }
 
+/** Options set on the kernel command line arrive as strings: "1" becomes true, "3" becomes 3. */
+function convertOptions(schema: TObject, options: unknown): Obj {
+  return Value.Convert(schema, structuredClone(options ?? {})) as Obj;
+}
+
 function normalize(raw: RawConfig, builtins: BuiltinCatalogue): Config {
   const tasks: Task[] = raw.tasks.map((t) => {
     const b = t.builtin ? builtins[t.builtin] : undefined;
-    const options = b ? (Value.Default(b.optionsSchema, structuredClone(t.with ?? {})) as Record<string, unknown>) : {};
+    const options = b ? (Value.Default(b.optionsSchema, convertOptions(b.optionsSchema, t.with)) as Record<string, unknown>) : {};
     return {
       name: t.name,
       kind: t.builtin ? 'builtin' : 'script',

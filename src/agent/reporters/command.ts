@@ -1,0 +1,166 @@
+// The command reporter: runs a shell command per event, for integrations nobody
+// foresaw (a label printer, a relay, a line PLC). Commands run one at a time in event
+// order, each in its own process group so a timeout can kill everything it started.
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { BootlineEvent } from '../../events.ts';
+import type { ReporterConfigOf } from '../../config/schema.ts';
+import { enqueueBounded } from './http.ts';
+import type { Reporter, Warn } from './reporter.ts';
+
+/** Events waiting for their command; old progress/log events go first when it fills. */
+const QUEUE_LIMIT = 1000;
+const STDERR_TAIL_BYTES = 4096;
+/** After exit, how long to wait for the last stderr bytes (a daemonized child may hold the pipe). */
+const CLOSE_GRACE_MS = 200;
+
+// eslint-disable-next-line no-control-regex
+const noNul = (s: string) => s.replace(/\x00/g, '');
+
+/** The environment a command sees for `event`: the agent's own plus BOOTLINE_*. */
+export function commandEnv(event: BootlineEvent, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...base,
+    BOOTLINE_EVENT_TYPE: event.type,
+    BOOTLINE_EVENT_JSON: JSON.stringify(event),
+    BOOTLINE_RUN_ID: noNul(event.runId),
+    BOOTLINE_SEQ: String(event.seq),
+    BOOTLINE_PROGRESS_PERCENT: String(Math.floor(Math.max(0, Math.min(100, event.progress)))),
+  };
+  if (event.deviceId !== undefined) env.BOOTLINE_DEVICE_ID = noNul(event.deviceId);
+  if ('task' in event && event.task !== undefined) env.BOOTLINE_TASK = noNul(event.task);
+  if ('status' in event) env.BOOTLINE_STATUS = event.status;
+  if ('message' in event && event.message !== undefined) env.BOOTLINE_MESSAGE = noNul(event.message);
+  return env;
+}
+
+export function lastLine(text: string): string {
+  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
+  return lines.at(-1)?.trim() ?? '';
+}
+
+export class CommandReporter implements Reporter {
+  readonly name: string;
+  private readonly command: string;
+  private readonly events: Set<string> | undefined;
+  private readonly timeoutMs: number;
+  private readonly warn: Warn;
+  private readonly queue: BootlineEvent[] = [];
+  private running: Promise<void> | undefined;
+  private child: ChildProcess | undefined;
+  private stopped = false;
+  private warnedFull = false;
+
+  constructor(cfg: ReporterConfigOf<'command'>, opts: { warn: Warn }) {
+    this.command = cfg.command;
+    this.events = cfg.events ? new Set(cfg.events) : undefined;
+    this.timeoutMs = (cfg.timeout ?? 10) * 1000;
+    this.warn = opts.warn;
+    const short = cfg.command.length > 40 ? `${cfg.command.slice(0, 39)}…` : cfg.command;
+    this.name = `command(${short})`;
+  }
+
+  handle(event: BootlineEvent): void {
+    if (this.stopped || (this.events && !this.events.has(event.type))) return;
+    if (enqueueBounded(this.queue, event, QUEUE_LIMIT) > 0 && !this.warnedFull) {
+      this.warnedFull = true;
+      this.warn(`${this.name}: the command is slower than the events; dropping old progress and log events`);
+    }
+    if (!this.running) {
+      this.running = this.drain().finally(() => {
+        this.running = undefined;
+      });
+    }
+  }
+
+  async close(deadline: number): Promise<void> {
+    const left = deadline - Date.now();
+    if (this.running) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.running, new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, left))))]);
+      clearTimeout(timer);
+    }
+    this.stopped = true;
+    const notRun = this.queue.length + (this.child ? 1 : 0);
+    if (this.child) killGroup(this.child);
+    this.queue.length = 0;
+    if (notRun > 0) this.warn(`${this.name}: ${notRun} events not handled by the deadline; stopped the command`);
+  }
+
+  private async drain(): Promise<void> {
+    for (let e = this.queue.shift(); e && !this.stopped; e = this.queue.shift()) await this.run(e);
+  }
+
+  private run(event: BootlineEvent): Promise<void> {
+    const what = `${event.type} #${event.seq}`;
+    return new Promise<void>((resolve) => {
+      let child: ChildProcess;
+      try {
+        child = spawn('/bin/sh', ['-c', this.command], {
+          detached: true, // own process group, so the timeout reaches grandchildren too
+          env: commandEnv(event),
+          stdio: ['pipe', 'ignore', 'pipe'],
+        });
+      } catch (err) {
+        this.warn(`${this.name}: cannot start for ${what}: ${(err as Error).message}`);
+        resolve();
+        return;
+      }
+      this.child = child;
+      let stderr = '';
+      let timedOut = false;
+      let finished = false;
+      let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        clearTimeout(grace);
+        this.child = undefined;
+        if (exit) {
+          const tail = lastLine(stderr);
+          if (timedOut) {
+            this.warn(`${this.name}: timed out after ${this.timeoutMs / 1000} s on ${what}; killed its process group`);
+          } else if (exit.code !== 0 && !this.stopped) {
+            const how = exit.code !== null ? `exited with code ${exit.code}` : `was killed by ${exit.signal}`;
+            this.warn(`${this.name}: ${how} on ${what}${tail ? `: ${tail}` : ''}`);
+          }
+        }
+        resolve();
+      };
+      let grace: NodeJS.Timeout | undefined;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        killGroup(child);
+      }, this.timeoutMs);
+
+      child.stderr?.on('data', (c: Buffer) => {
+        stderr = (stderr + c.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+      });
+      child.on('error', (err) => {
+        this.warn(`${this.name}: cannot run /bin/sh for ${what}: ${err.message}`);
+        finish();
+      });
+      child.on('exit', (code, signal) => {
+        exit = { code, signal };
+        grace = setTimeout(finish, CLOSE_GRACE_MS);
+      });
+      child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
+        exit ??= { code, signal };
+        finish();
+      });
+      // The command may not read stdin at all; a broken pipe is none of our business.
+      child.stdin?.on('error', () => {});
+      child.stdin?.end(`${JSON.stringify(event)}\n`);
+    });
+  }
+}
+
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}

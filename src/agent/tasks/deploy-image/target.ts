@@ -1,0 +1,295 @@
+// Choosing the disk to write, and the few facts about disks that need I/O.
+// The decision (chooseTarget, overwriteDecision) is pure so it can be tested
+// without hardware; everything that touches /proc, /sys or /dev is below it.
+import { open, readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { TaskError } from '../builtin.ts';
+
+/** How much of the target is inspected to decide whether it "is empty" (as Isar's `cmp -n 1M`). */
+export const EMPTY_PROBE_BYTES = 1024 * 1024;
+
+/** A disk the running system booted from, and the mount point that makes it one. */
+export interface BootMedium {
+  /** Whole disk, e.g. /dev/sda. */
+  disk: string;
+  /** The device actually mounted, e.g. /dev/sda2 (equals disk when unpartitioned). */
+  device: string;
+  mountPoint: string;
+}
+
+export interface TargetFacts {
+  isBlockDevice(path: string): boolean;
+  exists(path: string): boolean;
+  /** Regular file? Defaults to "exists and is not a block device". */
+  isFile?(path: string): boolean;
+  /** Canonical name (symlinks such as /dev/disk/by-id/* resolved). Defaults to identity. */
+  resolve?(path: string): string;
+  /** Disks (or BootMedium records) that hold / or /boot and must never be written. */
+  bootDisks: readonly (string | BootMedium)[];
+  /** Accept a regular file, or a path to create, as the target (tests, dry labs). */
+  allowFile: boolean;
+}
+
+export interface TargetChoice {
+  target: string;
+  kind: 'block' | 'file' | 'new-file';
+  /** Candidates before the chosen one, and why they were skipped. */
+  rejected: { path: string; reason: string }[];
+}
+
+/** Splits Isar-style candidate lists ("/dev/sda,/dev/vda:/dev/nvme0n1") and tolerates a single string. */
+export function splitCandidates(target: string | readonly string[]): string[] {
+  const items = typeof target === 'string' ? [target] : target;
+  return items.flatMap((t) => t.split(/[,:]/)).map((t) => t.trim()).filter((t) => t.length > 0);
+}
+
+/**
+ * The first candidate that is a block device and is not the boot medium
+ * (Isar's rule); with allowFile also a regular file or a path to create.
+ * Throws a TaskError naming every candidate and why it was rejected.
+ */
+export function chooseTarget(candidates: readonly string[], facts: TargetFacts): TargetChoice {
+  const resolve = facts.resolve ?? ((p: string) => p);
+  const isFile = facts.isFile ?? ((p: string) => facts.exists(p) && !facts.isBlockDevice(p));
+  const boot = new Map<string, string>();
+  for (const b of facts.bootDisks) {
+    if (typeof b === 'string') boot.set(b, 'holds / or /boot (boot medium)');
+    else {
+      const why = `holds ${b.mountPoint} (boot medium)`;
+      if (!boot.has(b.disk)) boot.set(b.disk, why);
+      if (!boot.has(b.device)) boot.set(b.device, why);
+    }
+  }
+
+  const rejected: { path: string; reason: string }[] = [];
+  for (const path of candidates) {
+    const real = resolve(path);
+    const bootReason = boot.get(real) ?? boot.get(path);
+    let reason: string | undefined;
+    let kind: TargetChoice['kind'] | undefined;
+    if (bootReason) reason = bootReason;
+    else if (facts.isBlockDevice(path)) kind = 'block';
+    else if (!facts.exists(path)) {
+      if (facts.allowFile) kind = 'new-file';
+      else reason = 'does not exist';
+    } else if (facts.allowFile && isFile(path)) kind = 'file';
+    else reason = facts.allowFile ? 'neither a block device nor a regular file' : 'not a block device';
+    if (kind) return { target: path, kind, rejected };
+    rejected.push({ path, reason: reason ?? 'rejected' });
+  }
+
+  if (candidates.length === 0) {
+    throw new TaskError('no target device given: set installer.target.dev (or the task option `target`) to a comma-separated list of candidate disks');
+  }
+  const why = rejected.map((r) => `${r.path}: ${r.reason}`).join('; ');
+  throw new TaskError(
+    `no usable target device among ${candidates.length} candidate(s): ${why}. ` +
+      'Check that the disk is attached and visible (lsblk), and set installer.target.dev to it; the disk holding / or /boot is never used.',
+  );
+}
+
+export type OverwriteAction = 'write' | 'ask' | 'abort';
+
+/**
+ * What to do with a target, following Isar: an empty target is just written;
+ * in attended mode the person at the console decides about a non-empty one;
+ * unattended, the overwrite policy decides.
+ */
+export function overwriteDecision(o: { empty: boolean; policy: 'OVERWRITE' | 'ABORT'; unattended: boolean }): OverwriteAction {
+  if (o.empty) return 'write';
+  if (!o.unattended) return 'ask';
+  return o.policy === 'OVERWRITE' ? 'write' : 'abort';
+}
+
+/** "16.0 GiB": binary units, as disks are sized and as lsblk shows them. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+export interface MountEntry {
+  /** "major:minor" of the mounted device ("0:NN" for virtual or some btrfs mounts). */
+  majMin?: string;
+  mountPoint: string;
+  source: string;
+}
+
+/** Unescapes the octal escapes (\040 for space) the kernel uses in mount tables. */
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Parses /proc/self/mountinfo: "id parent maj:min root mountpoint opts [optional...] - fstype source superopts". */
+export function parseMountInfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(' ');
+    const sep = f.indexOf('-');
+    if (f.length < 5 || sep < 6 || f[sep + 2] === undefined) continue;
+    out.push({ majMin: f[2], mountPoint: unescapeMount(f[4] ?? ''), source: unescapeMount(f[sep + 2] ?? '') });
+  }
+  return out;
+}
+
+/** Parses /proc/mounts: "source mountpoint fstype opts 0 0". */
+export function parseProcMounts(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 2 || !f[0] || !f[1]) continue;
+    out.push({ mountPoint: unescapeMount(f[1]), source: unescapeMount(f[0]) });
+  }
+  return out;
+}
+
+/** The boot mounts: the last mount of / and of /boot (later mounts hide earlier ones). */
+export function bootMounts(entries: readonly MountEntry[]): MountEntry[] {
+  const last = new Map<string, MountEntry>();
+  for (const e of entries) if (e.mountPoint === '/' || e.mountPoint === '/boot') last.set(e.mountPoint, e);
+  return [...last.values()];
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The whole disks under a block device name in sysfs: a partition's parent,
+ * and through slaves/ the disks under device-mapper or md (LUKS root, RAID).
+ */
+async function disksUnder(name: string, depth = 0): Promise<string[]> {
+  const dir = `/sys/class/block/${name}`;
+  if (depth > 8 || !(await exists(dir))) return [];
+  let slaves: string[] = [];
+  try {
+    slaves = await readdir(`${dir}/slaves`);
+  } catch {
+    // no slaves/ directory: a plain disk or partition
+  }
+  if (slaves.length > 0) return (await Promise.all(slaves.map((s) => disksUnder(s, depth + 1)))).flat();
+  if (await exists(`${dir}/partition`)) return [basename(dirname(await realpath(dir)))];
+  return [name];
+}
+
+/** sysfs name of a mount's device: via major:minor when real, else via a /dev/* source. */
+async function sysfsName(e: MountEntry): Promise<string | undefined> {
+  if (e.majMin && !e.majMin.startsWith('0:')) {
+    try {
+      return basename(await realpath(`/sys/dev/block/${e.majMin}`));
+    } catch {
+      // fall back to the source name
+    }
+  }
+  if (e.source.startsWith('/dev/')) {
+    try {
+      return basename(await realpath(e.source));
+    } catch {
+      return basename(e.source);
+    }
+  }
+  return undefined; // rootfs, tmpfs, overlay, nfs: not on a local disk
+}
+
+/** The disks holding / and /boot, with the mount that makes each one the boot medium. */
+export async function bootMedia(): Promise<BootMedium[]> {
+  let entries: MountEntry[];
+  try {
+    entries = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
+  } catch {
+    entries = parseProcMounts(await readFile('/proc/mounts', 'utf8').catch(() => ''));
+  }
+  const out: BootMedium[] = [];
+  for (const e of bootMounts(entries)) {
+    const name = await sysfsName(e);
+    if (!name) continue;
+    for (const disk of await disksUnder(name)) {
+      out.push({ disk: `/dev/${disk}`, device: `/dev/${name}`, mountPoint: e.mountPoint });
+    }
+  }
+  return out;
+}
+
+/** The whole disks holding / or /boot, e.g. ['/dev/sda']. */
+export async function bootDisks(): Promise<string[]> {
+  return [...new Set((await bootMedia()).map((m) => m.disk))];
+}
+
+export async function isBlockDevice(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isBlockDevice();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Size in bytes: sysfs for block devices (its `size` is always in 512-byte
+ * sectors), stat for files, else a binary search for the last readable byte
+ * because node has no lseek(SEEK_END).
+ */
+export async function deviceSize(path: string): Promise<number> {
+  const st = await stat(path);
+  if (!st.isBlockDevice()) return st.size;
+  try {
+    const name = basename(await realpath(path));
+    const sectors = Number((await readFile(`/sys/class/block/${name}/size`, 'utf8')).trim());
+    if (Number.isFinite(sectors)) return sectors * 512;
+  } catch {
+    // no sysfs (unusual chroot): probe below
+  }
+  const fh = await open(path, 'r');
+  try {
+    const one = Buffer.alloc(1);
+    const readable = async (pos: number) => (await fh.read(one, 0, 1, pos)).bytesRead === 1;
+    if (!(await readable(0))) return 0;
+    let lo = 0; // readable
+    let hi = 1;
+    while (await readable(hi)) {
+      lo = hi;
+      hi *= 2;
+    }
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (await readable(mid)) lo = mid;
+      else hi = mid;
+    }
+    return lo + 1;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** True when the first MiB (or the whole of a shorter device) is all zeros; a missing path is empty. */
+export async function isEmpty(path: string): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw e;
+  }
+  try {
+    const buf = Buffer.alloc(EMPTY_PROBE_BYTES);
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    for (let i = 0; i < got; i++) if (buf[i] !== 0) return false;
+    return true;
+  } finally {
+    await fh.close();
+  }
+}
