@@ -1,4 +1,6 @@
 // Shared test helpers: temp dirs that are removed, executable scripts.
+import assert from 'node:assert/strict';
+import { ConfigError } from '../src/config/layer.ts';
 import { mkdtempSync, rmSync, writeFileSync, chmodSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,4 +29,15 @@ export function isRunning(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The ConfigError `fn` throws; fails the test if it throws nothing or something else. */
+export function configErrorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  assert.fail('expected a ConfigError');
 }

@@ -28,7 +28,7 @@ export function validateConfig(merged: Layer, builtins: BuiltinCatalogue): Confi
   const withoutReporters = { ...rest, tasks: rest.tasks ?? [] };
   for (const e of Value.Errors(ConfigSchema, withoutReporters)) {
     if (e.path === '/reporters') continue;
-    issue(pointer(e.path), describe(e, ConfigSchema), withoutReporters);
+    issue(pointer(e.path), describe(e), withoutReporters);
   }
   if (!Array.isArray(data.tasks) || data.tasks.length === 0) {
     issues.push({
@@ -56,7 +56,7 @@ export function validateConfig(merged: Layer, builtins: BuiltinCatalogue): Confi
       } else {
         // Options set on the kernel command line arrive as strings: convert "1" to true etc.
         const opts = convertOptions(b.optionsSchema, task.with);
-        for (const e of Value.Errors(b.optionsSchema, opts)) issue(['tasks', i, 'with', ...pointer(e.path)], describe(e, b.optionsSchema));
+        for (const e of Value.Errors(b.optionsSchema, opts)) issue(['tasks', i, 'with', ...pointer(e.path)], describe(e));
       }
     }
     if (hasScript) {
@@ -82,7 +82,7 @@ function checkReporters(reporters: unknown, issue: (path: (string | number)[], m
       return;
     }
     const schema = ReporterSchemas[type as keyof typeof ReporterSchemas];
-    for (const e of Value.Errors(schema, r)) issue(['reporters', i, ...pointer(e.path)], describe(e, schema));
+    for (const e of Value.Errors(schema, r)) issue(['reporters', i, ...pointer(e.path)], describe(e));
     const events = (r as Obj).events;
     if (Array.isArray(events)) {
       events.forEach((ev, j) => {
@@ -96,14 +96,13 @@ const pointer = (p: string): string[] =>
   p === '' ? [] : p.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
 
 /** A message a person can act on, with a did-you-mean for misspelt keys. */
-function describe(e: ValueError, root: TSchema): string {
+function describe(e: ValueError): string {
   const got = e.value === undefined ? '' : `, got ${JSON.stringify(e.value)}`;
   switch (e.type) {
     case ValueErrorType.ObjectAdditionalProperties: {
-      const segs = pointer(e.path);
-      const parent = schemaAt(root, segs.slice(0, -1));
-      const known = parent && 'properties' in parent ? Object.keys((parent as TObject).properties) : [];
-      const hint = closest(segs[segs.length - 1] ?? '', known);
+      // For this error TypeBox reports the object's own schema: its properties are the known keys.
+      const known = Object.keys((e.schema as Partial<TObject>).properties ?? {});
+      const hint = closest(pointer(e.path).at(-1) ?? '', known);
       return `unknown key${hint ? ` (did you mean "${hint}"?)` : ''}${known.length ? ` — known keys here: ${known.join(', ')}` : ''}`;
     }
     case ValueErrorType.ObjectRequiredProperty:
@@ -122,19 +121,6 @@ function describe(e: ValueError, root: TSchema): string {
 function literals(s: TSchema): string[] {
   const anyOf = (s as { anyOf?: TSchema[] }).anyOf ?? [];
   return anyOf.map((x) => (x as { const?: unknown }).const).filter((c): c is string => typeof c === 'string');
-}
-
-function schemaAt(root: TSchema, segs: string[]): TSchema | undefined {
-  let s: TSchema | undefined = root;
-  for (const seg of segs) {
-    if (!s) return undefined;
-    const obj = s as { properties?: Record<string, TSchema>; items?: TSchema; anyOf?: TSchema[]; patternProperties?: Record<string, TSchema> };
-    if (obj.properties?.[seg]) s = obj.properties[seg];
-    else if (obj.items) s = obj.items;
-    else if (obj.patternProperties) s = Object.values(obj.patternProperties)[0];
-    else return undefined;
-  }
-  return s;
 }
 
 /** Options set on the kernel command line arrive as strings: "1" becomes true, "3" becomes 3. */

@@ -239,3 +239,15 @@ test('without a key press the countdown ends and the unattended run goes on with
   assert.doesNotMatch(r.out, /Run it now/);
   assert.deepEqual(readFileSync(join(dir, 'disk')), Buffer.alloc(4096, 9));
 });
+
+test('the bundle is one file that runs with plain node and no node_modules', () => {
+  const dir = tempDir();
+  const lone = join(dir, 'bootline.mjs');
+  writeFileSync(lone, readFileSync(BUNDLE));
+  script(dir, 'a.sh', 'echo ran-from-lone-bundle');
+  writeFileSync(join(dir, 'c.yaml'), `unattended: true\nreporters: [{ type: console, mode: plain }]\ntasks: [{ name: a, script: a.sh, workdir: ${dir} }]\n`);
+  writeFileSync(join(dir, 'cmdline'), '');
+  const r = spawnSync(process.execPath, [lone, 'run', '--config', join(dir, 'c.yaml'), '--cmdline', join(dir, 'cmdline'), '--state-dir', join(dir, 'state')], { cwd: dir, encoding: 'utf8', env: { PATH: process.env.PATH } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /ran-from-lone-bundle/);
+});

@@ -3,19 +3,10 @@ import assert from 'node:assert/strict';
 import { Type } from '@sinclair/typebox';
 import { parseCmdline, tokenizeCmdline, resolveCmdlineKey } from '../../src/config/cmdline.ts';
 import { coerceScalar, knownKeys, schemaAt } from '../../src/config/schema-path.ts';
-import { ConfigError } from '../../src/config/layer.ts';
+import { configErrorOf } from '../helpers.ts';
 
 const SRC = 'kernel command line';
 
-function errorOf(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ConfigError) return e;
-    throw e;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 const tok = (s: string) => tokenizeCmdline(s, SRC).map((p) => [p.name, p.value]);
 
@@ -67,12 +58,12 @@ test('everything after a lone -- belongs to init and is ignored', () => {
 });
 
 test('an unbalanced quote in a bootline.* or installer.* parameter is an error naming it and the column', () => {
-  const e = errorOf(() => tokenizeCmdline('quiet bootline.tasks.x.with.msg="hello world', SRC));
+  const e = configErrorOf(() => tokenizeCmdline('quiet bootline.tasks.x.with.msg="hello world', SRC));
   assert.equal(e.issues.length, 1);
   assert.deepEqual(e.issues[0]!.origin, { source: SRC, column: 7 });
   assert.match(e.message, /^kernel command line: bootline\.tasks\.x\.with\.msg="hello world: unbalanced double quote \(opened at column 33\)/);
 
-  const inst = errorOf(() => parseCmdline('installer.image.uri="/x y', SRC));
+  const inst = configErrorOf(() => parseCmdline('installer.image.uri="/x y', SRC));
   assert.match(inst.message, /installer\.image\.uri="\/x y: unbalanced double quote/);
 });
 
@@ -120,7 +111,7 @@ test('installer.image.uri alone makes the run unattended; a bare installer.targe
 });
 
 test('bad installer values and unknown installer.* parameters are errors', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     parseCmdline('installer.target.overwrite=yes installer.unattended.abort.timeout=-1 installer.image.uri installer.target.device=/dev/sda', SRC),
   );
   assert.equal(e.issues.length, 4);
@@ -177,7 +168,7 @@ test('bootline.config is returned, not put in the layer', () => {
   const r = parseCmdline('bootline.config=http://10.0.0.1:8080/plan.yaml quiet', SRC);
   assert.deepEqual(r.config, { value: 'http://10.0.0.1:8080/plan.yaml', origin: { source: SRC, param: 'bootline.config=http://10.0.0.1:8080/plan.yaml', column: 1 } });
   assert.deepEqual(r.layer.data, {});
-  assert.match(errorOf(() => parseCmdline('bootline.config', SRC)).message, /bootline\.config: expected the path or URL of a config file/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.config', SRC)).message, /bootline\.config: expected the path or URL of a config file/);
 });
 
 test('a key given twice: the later one wins', () => {
@@ -194,16 +185,16 @@ test('unrelated parameters are ignored', () => {
 });
 
 test('a value of the wrong type names the parameter and the expected type', () => {
-  const e = errorOf(() => parseCmdline('bootline.abort.timeout=abc', SRC));
+  const e = configErrorOf(() => parseCmdline('bootline.abort.timeout=abc', SRC));
   assert.equal(e.message, 'kernel command line: bootline.abort.timeout=abc: expected a number');
-  assert.match(errorOf(() => parseCmdline('bootline.onSuccess.action=explode', SRC)).message, /onSuccess\.action=explode: expected one of none, reboot, poweroff, shell$/);
-  assert.match(errorOf(() => parseCmdline('bootline.unattended=maybe', SRC)).message, /unattended=maybe: expected a boolean/);
-  assert.match(errorOf(() => parseCmdline('bootline.tasks.x.retries=1.5', SRC)).message, /retries=1\.5: expected an integer/);
-  assert.match(errorOf(() => parseCmdline('bootline.stateDir', SRC)).message, /bootline\.stateDir: expected a string/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.onSuccess.action=explode', SRC)).message, /onSuccess\.action=explode: expected one of none, reboot, poweroff, shell$/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.unattended=maybe', SRC)).message, /unattended=maybe: expected a boolean/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.tasks.x.retries=1.5', SRC)).message, /retries=1\.5: expected an integer/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.stateDir', SRC)).message, /bootline\.stateDir: expected a string/);
 });
 
 test('an unknown key names the parameter and suggests the nearest key', () => {
-  const e = errorOf(() => parseCmdline('bootline.unatended=1 bootline.statedir=/x bootline.tasks.deploy-image.efort=3 bootline.abort.timout=3', SRC));
+  const e = configErrorOf(() => parseCmdline('bootline.unatended=1 bootline.statedir=/x bootline.tasks.deploy-image.efort=3 bootline.abort.timout=3', SRC));
   assert.equal(e.issues.length, 4);
   assert.match(e.message, /^kernel command line: bootline\.unatended=1: unknown key "unatended"\. Did you mean "unattended"\?/m);
   assert.match(e.message, /bootline\.statedir=\/x: unknown key "statedir"\. Did you mean "stateDir"\?/);
@@ -213,17 +204,17 @@ test('an unknown key names the parameter and suggests the nearest key', () => {
 
 test('lists and objects cannot be set from the kernel command line: use bootline.config=', () => {
   for (const p of ['bootline.tasks=x', 'bootline.reporters=x', 'bootline.reporters.0.url=http://x', 'bootline.hooks.before=/x', 'bootline.tasks.t.args=-v', 'bootline.abort=1']) {
-    const e = errorOf(() => parseCmdline(p, SRC));
+    const e = configErrorOf(() => parseCmdline(p, SRC));
     assert.match(e.message, new RegExp(`^kernel command line: ${p.replace(/[.]/g, '\\.')}: .*can't be set from the kernel command line.*bootline\\.config=`), p);
   }
 });
 
 test('other malformed bootline keys are errors', () => {
-  assert.match(errorOf(() => parseCmdline('bootline.tasks.x=1', SRC)).message, /missing the task key: write bootline\.tasks\.x\.<key>=<value>/);
-  assert.match(errorOf(() => parseCmdline('bootline.tasks.x.name=y', SRC)).message, /a task's name can't be set/);
-  assert.match(errorOf(() => parseCmdline('bootline..unattended', SRC)).message, /empty part/);
-  assert.match(errorOf(() => parseCmdline('bootline.unattended.x=1', SRC)).message, /unattended is a boolean .*: it has no key "x"/);
-  assert.match(errorOf(() => parseCmdline('bootline=1', SRC)).message, /bootline=1: missing the key/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.tasks.x=1', SRC)).message, /missing the task key: write bootline\.tasks\.x\.<key>=<value>/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.tasks.x.name=y', SRC)).message, /a task's name can't be set/);
+  assert.match(configErrorOf(() => parseCmdline('bootline..unattended', SRC)).message, /empty part/);
+  assert.match(configErrorOf(() => parseCmdline('bootline.unattended.x=1', SRC)).message, /unattended is a boolean .*: it has no key "x"/);
+  assert.match(configErrorOf(() => parseCmdline('bootline=1', SRC)).message, /bootline=1: missing the key/);
 });
 
 // ----- schema paths ---------------------------------------------------------------------

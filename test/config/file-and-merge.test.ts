@@ -4,7 +4,8 @@ import { Type } from '@sinclair/typebox';
 import { parseConfigText } from '../../src/config/yaml-file.ts';
 import { mergeLayers } from '../../src/config/merge.ts';
 import { validateConfig } from '../../src/config/validate.ts';
-import { ConfigError, describeOrigin, findOrigin, type Layer } from '../../src/config/layer.ts';
+import { describeOrigin, findOrigin, type Layer } from '../../src/config/layer.ts';
+import { configErrorOf } from '../helpers.ts';
 
 const builtins = {
   'deploy-image': { optionsSchema: Type.Object({ image: Type.String(), target: Type.Array(Type.String()), overwrite: Type.Optional(Type.Union([Type.Literal('OVERWRITE'), Type.Literal('ABORT')], { default: 'ABORT' })) }, { additionalProperties: false }) },
@@ -21,15 +22,6 @@ tasks:
     workdir: /usr/bin
 `;
 
-function errorOf(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ConfigError) return e;
-    throw e;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 test('a YAML file gives the typed config with defaults applied', () => {
   const cfg = validateConfig(mergeLayers([parseConfigText(YAML, 'config.yaml')]), builtins);
@@ -51,7 +43,7 @@ test('every key in a YAML file knows its line', () => {
 
 test('JSON files are accepted and give line numbers too', () => {
   const json = '{\n  "tasks": [\n    { "name": "a", "script": "a.sh", "effort": -1 }\n  ]\n}\n';
-  const e = errorOf(() => validateConfig(mergeLayers([parseConfigText(json, 'c.json')]), builtins));
+  const e = configErrorOf(() => validateConfig(mergeLayers([parseConfigText(json, 'c.json')]), builtins));
   assert.match(e.message, /^c\.json:3:\d+: tasks\[a\]\.effort: expected a positive number, got -1$/m);
 });
 
@@ -75,13 +67,13 @@ test('later layers win, tasks merge by name, other arrays are replaced', () => {
 });
 
 test('unknown keys are named with their line and a suggestion', () => {
-  const e = errorOf(() => validateConfig(mergeLayers([parseConfigText('tasks:\n  - name: a\n    script: a.sh\n    efort: 2\n', 'c.yaml')]), builtins));
+  const e = configErrorOf(() => validateConfig(mergeLayers([parseConfigText('tasks:\n  - name: a\n    script: a.sh\n    efort: 2\n', 'c.yaml')]), builtins));
   assert.match(e.message, /c\.yaml:4:5: tasks\[a\]\.efort: unknown key \(did you mean "effort"\?\)/);
 });
 
 test('bad effort, bad types and unknown built-ins are errors naming the key', () => {
   const text = 'unattended: maybe\ntasks:\n  - name: a\n    builtin: deploy-imag\n  - name: b\n    script: b.sh\n    effort: 0\n  - name: c\n';
-  const e = errorOf(() => validateConfig(mergeLayers([parseConfigText(text, 'c.yaml')]), builtins));
+  const e = configErrorOf(() => validateConfig(mergeLayers([parseConfigText(text, 'c.yaml')]), builtins));
   const lines = e.message.split('\n');
   assert.ok(lines.some((l) => /^c\.yaml:1:1: unattended: expected boolean, got "maybe"$/.test(l)), e.message);
   assert.ok(lines.some((l) => /^c\.yaml:4:\d+: tasks\[a\]\.builtin: unknown built-in "deploy-imag" \(did you mean "deploy-image"\?\)/.test(l)), e.message);
@@ -90,19 +82,19 @@ test('bad effort, bad types and unknown built-ins are errors naming the key', ()
 });
 
 test('duplicate task names are an error at the second one', () => {
-  const e = errorOf(() => mergeLayers([parseConfigText('tasks:\n  - { name: a, script: a.sh }\n  - { name: a, script: b.sh }\n', 'c.yaml')]));
+  const e = configErrorOf(() => mergeLayers([parseConfigText('tasks:\n  - { name: a, script: a.sh }\n  - { name: a, script: b.sh }\n', 'c.yaml')]));
   assert.match(e.message, /^c\.yaml:3:\d+: tasks\[a\]: task name "a" is used twice/);
 });
 
 test('built-in options are checked against the built-in schema', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     validateConfig(mergeLayers([parseConfigText('tasks:\n  - name: d\n    builtin: deploy-image\n    with: { image: x, target: [a], overwrite: YES }\n', 'c.yaml')]), builtins),
   );
   assert.match(e.message, /c\.yaml:4:\d+: tasks\[d\]\.with\.overwrite: expected one of OVERWRITE, ABORT, got "YES"/);
 });
 
 test('a reporter is checked against the schema of its type', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     validateConfig(mergeLayers([parseConfigText('tasks: [{ name: a, script: a.sh }]\nreporters:\n  - type: http\n  - type: consol\n', 'c.yaml')]), builtins),
   );
   assert.match(e.message, /c\.yaml:3:\d+: reporters\[0\]\.url: is required/);
@@ -110,11 +102,11 @@ test('a reporter is checked against the schema of its type', () => {
 });
 
 test('YAML syntax errors name the line', () => {
-  const e = errorOf(() => parseConfigText('tasks:\n  - name: "a\n', 'c.yaml'));
+  const e = configErrorOf(() => parseConfigText('tasks:\n  - name: "a\n', 'c.yaml'));
   assert.match(e.message, /^c\.yaml:\d+:\d+: \(syntax\): .*fix the YAML\/JSON syntax here/);
 });
 
 test('an empty task list is an error that says where tasks come from', () => {
-  const e = errorOf(() => validateConfig(mergeLayers([parseConfigText('unattended: true\n', 'c.yaml')]), builtins));
+  const e = configErrorOf(() => validateConfig(mergeLayers([parseConfigText('unattended: true\n', 'c.yaml')]), builtins));
   assert.match(e.message, /tasks: no tasks to run/);
 });

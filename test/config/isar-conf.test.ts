@@ -1,19 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseIsarConf } from '../../src/config/isar-conf.ts';
-import { ConfigError, type Layer } from '../../src/config/layer.ts';
+import type { Layer } from '../../src/config/layer.ts';
+import { configErrorOf } from '../helpers.ts';
 
 const SRC = 'conf/local.conf';
 
-function errorOf(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ConfigError) return e;
-    throw e;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 const tasksOf = (l: Layer) => l.data.tasks as Record<string, unknown>[];
 const names = (l: Layer) => tasksOf(l).map((t) => t.name);
@@ -239,16 +231,16 @@ test('unset removes a variable or a flag', () => {
 // ----- errors ---------------------------------------------------------------------
 
 test('an unknown TARGET_BOOTSTRAPPER_* variable names file and line', () => {
-  const e = errorOf(() => parseIsarConf(conf('MACHINE = "x"', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGE = "a"'), SRC));
+  const e = configErrorOf(() => parseIsarConf(conf('MACHINE = "x"', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGE = "a"'), SRC));
   assert.match(e.message, /^conf\/local\.conf:2: TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGE: unknown variable\. Did you mean "TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES"\?/);
   assert.deepEqual(e.issues[0]!.origin, { source: SRC, line: 2 });
 
-  const legacy = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES_append = " a"'), SRC));
+  const legacy = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES_append = " a"'), SRC));
   assert.match(legacy.message, /conf\/local\.conf:1: .*TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES:append/);
 });
 
 test('an unknown flag names the line and lists the valid flags', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a"', 'TARGET_BOOTSTRAPPER_TASK_a[script] = "a.sh"', 'TARGET_BOOTSTRAPPER_TASK_a[efort] = "2"'), SRC),
   );
   assert.equal(
@@ -258,7 +250,7 @@ test('an unknown flag names the line and lists the valid flags', () => {
 });
 
 test('a listed task without [script] is an error at the ADDITIONAL_PACKAGES line', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     parseIsarConf(
       conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "deploy-image"', '', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES += " device-info-collector"'),
       SRC,
@@ -272,7 +264,7 @@ test('a listed task without [script] is an error at the ADDITIONAL_PACKAGES line
 });
 
 test('flags of a task not listed in ADDITIONAL_PACKAGES are an error (but weak ??= defaults are not)', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a"', 'TARGET_BOOTSTRAPPER_TASK_a[script] = "a.sh"', 'TARGET_BOOTSTRAPPER_TASK_b[script] = "b.sh"'), SRC),
   );
   assert.match(e.message, /^conf\/local\.conf:3: TARGET_BOOTSTRAPPER_TASK_b\[script\]: "b" is not listed in TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES/);
@@ -286,7 +278,7 @@ test('flags of a task not listed in ADDITIONAL_PACKAGES are an error (but weak ?
 
 for (const bad of ['abc', '0', '-1', '']) {
   test(`effort "${bad}" is an error naming the line and "a positive number"`, () => {
-    const e = errorOf(() =>
+    const e = configErrorOf(() =>
       parseIsarConf(
         conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a"', 'TARGET_BOOTSTRAPPER_TASK_a[script] = "a.sh"', `TARGET_BOOTSTRAPPER_TASK_a[effort] = "${bad}"`),
         SRC,
@@ -297,7 +289,7 @@ for (const bad of ['abc', '0', '-1', '']) {
 }
 
 test('bad timeout, retries, optional and rerun values name their lines', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     parseIsarConf(
       conf(
         'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a"',
@@ -323,43 +315,43 @@ test('bad timeout, retries, optional and rerun values name their lines', () => {
 });
 
 test('a task listed twice is an error', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a b"', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES += "a"', 'TARGET_BOOTSTRAPPER_TASK_a[script] = "a.sh"', 'TARGET_BOOTSTRAPPER_TASK_b[script] = "b.sh"'), SRC),
   );
   assert.equal(e.message, 'conf/local.conf:2: TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES: "a" is listed twice — task names must be unique; remove one');
 });
 
 test('an unbalanced quote names line and column, also inside a continued value', () => {
-  const e = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a'), SRC));
+  const e = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a'), SRC));
   assert.match(e.message, /^conf\/local\.conf:1:43: TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES: unbalanced double quote/);
 
-  const continued = errorOf(() => parseIsarConf(conf('# x', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = \\', '  "a'), SRC));
+  const continued = configErrorOf(() => parseIsarConf(conf('# x', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = \\', '  "a'), SRC));
   assert.deepEqual(continued.issues[0]!.origin, { source: SRC, line: 3, column: 3 });
 });
 
 test('a value without quotes, or with text after the closing quote, is an error with line and column', () => {
-  const unquoted = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = a'), SRC));
+  const unquoted = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = a'), SRC));
   assert.match(unquoted.message, /^conf\/local\.conf:1:43: TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES: the value must be in double quotes/);
-  const trailing = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a" # tasks'), SRC));
+  const trailing = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a" # tasks'), SRC));
   assert.match(trailing.message, /^conf\/local\.conf:1:46: .*unexpected text after the closing quote/);
 });
 
 test('a line that is not BitBake syntax is an error; a TARGET_BOOTSTRAPPER line that is not an assignment too', () => {
-  const garbage = errorOf(() => parseIsarConf(conf('MACHINE = "x"', '  this is not bitbake'), SRC));
+  const garbage = configErrorOf(() => parseIsarConf(conf('MACHINE = "x"', '  this is not bitbake'), SRC));
   assert.match(garbage.message, /^conf\/local\.conf:2:3: syntax: not a BitBake assignment/);
-  const tb = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_TASK_a[script] "a.sh"'), SRC));
+  const tb = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_TASK_a[script] "a.sh"'), SRC));
   assert.match(tb.message, /^conf\/local\.conf:1:1: TARGET_BOOTSTRAPPER_TASK_a\[script\]: not a BitBake assignment/);
 });
 
 test('conditional overrides and ${} expansion in TARGET_BOOTSTRAPPER lines are errors', () => {
-  const o = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES:append:qemuamd64 = " a"'), SRC));
+  const o = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES:append:qemuamd64 = " a"'), SRC));
   assert.match(o.message, /^conf\/local\.conf:1: .*depends on OVERRIDES/);
-  const x = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a"', 'TARGET_BOOTSTRAPPER_TASK_a[script] = "${bindir}/a.sh"'), SRC));
+  const x = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a"', 'TARGET_BOOTSTRAPPER_TASK_a[script] = "${bindir}/a.sh"'), SRC));
   assert.match(x.message, /conf\/local\.conf:2:39: TARGET_BOOTSTRAPPER_TASK_a\[script\]: variable expansion/);
 });
 
 test('a flag-less TARGET_BOOTSTRAPPER_TASK_<name> and a bad task name are errors', () => {
-  const e = errorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_TASK_a = "a.sh"', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "-x"'), SRC));
+  const e = configErrorOf(() => parseIsarConf(conf('TARGET_BOOTSTRAPPER_TASK_a = "a.sh"', 'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "-x"'), SRC));
   assert.match(e.issues[0]!.message, /set a flag of it, e\.g\. TARGET_BOOTSTRAPPER_TASK_a\[script\]/);
   assert.equal(e.issues[0]!.origin?.line, 1);
   assert.match(e.issues[1]!.message, /"-x" is not a valid task name/);
@@ -367,7 +359,7 @@ test('a flag-less TARGET_BOOTSTRAPPER_TASK_<name> and a bad task name are errors
 });
 
 test('several problems are reported together, in line order', () => {
-  const e = errorOf(() =>
+  const e = configErrorOf(() =>
     parseIsarConf(
       conf(
         'TARGET_BOOTSTRAPPER_ADDITIONAL_PACKAGES = "a b"',

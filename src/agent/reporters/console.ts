@@ -282,9 +282,8 @@ export function renderTty(state: TtyState, now: number, width = 80): string[] {
     const transfer = formatTransfer(c);
     if (transfer) line += `  ${transfer}`;
     out.push(line);
-  } else if (state.end) {
-    out.push(state.end.status === 'ok' ? 'All tasks completed!' : `Run ${state.end.status}`);
   }
+  // At the end the summary line is printed below the block (see handleTty), not in it.
   return out.map((l) => fit(l, width));
 }
 
@@ -390,7 +389,8 @@ export class ConsoleReporter implements Reporter {
     this.now = opts.now ?? (() => performance.now());
     this.minRedrawMs = opts.minRedrawMs ?? 100;
     this.tickMs = opts.tickMs ?? 1000;
-    this.width = () => (stdout as { columns?: number }).columns ?? 80;
+    // A serial console or a pty without a size reports 0 columns: assume 80.
+    this.width = () => (stdout as { columns?: number }).columns || 80;
     this.sinks.push(streamSink(stdout, opts.warn));
     for (const path of cfg.ttys ?? []) {
       const sink = openTty(path, opts.warn);

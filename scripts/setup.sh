@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine (as root) for bootline: the Debian packages the
+# agent, its tests and the demo use, then the npm packages (which also builds the
+# bundle). Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Packages: util-linux/mount (losetup, script), fdisk (sfdisk), e2fsprogs, dosfstools and
+# mtools build demo/test disk images; procps for pkill; gzip for images.
+DEB_PACKAGES=(util-linux mount bsdutils coreutils procps gzip fdisk e2fsprogs dosfstools mtools ca-certificates)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: these Debian packages are missing: ${missing[*]} — run as root, or install them with apt-get" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "setup: node is not installed; bootline needs Node.js >= 20 (Debian 13: apt-get install nodejs npm)" >&2
+  exit 1
+fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "setup: node $(node --version) is too old; bootline needs Node.js >= 20" >&2
+  exit 1
+fi
+
+# npm ci installs exactly the lock file and runs `prepare`, which builds dist/bootline.mjs.
+npm ci --no-audit --no-fund --loglevel=error
