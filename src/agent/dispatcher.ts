@@ -2,7 +2,8 @@
 // its own bounded queue and delivery loop, its errors are caught and reported once per
 // kind, and progress events are rate-limited per reporter — except that the first and
 // the last progress event of every task always go out.
-import { isMilestone, type BootlineEvent, type EventType, type TaskProgressEvent } from '../events.ts';
+import type { BootlineEvent, EventType, TaskProgressEvent } from '../events.ts';
+import { enqueueBounded } from './bounded-queue.ts';
 import type { Reporter, Warn } from './reporters/reporter.ts';
 
 export interface Subscription {
@@ -74,14 +75,7 @@ class Delivery {
   }
 
   private enqueue(e: BootlineEvent): void {
-    this.queue.push(e);
-    const max = this.sub.queueSize ?? 10_000;
-    while (this.queue.length > max) {
-      const i = this.queue.findIndex((q) => !isMilestone(q));
-      if (i < 0) break;
-      this.queue.splice(i, 1);
-      this.dropped++;
-    }
+    this.dropped += enqueueBounded(this.queue, e, this.sub.queueSize ?? 10_000);
     if (!this.running) void this.pump();
   }
 

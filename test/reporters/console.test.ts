@@ -8,14 +8,13 @@ import {
   ConsoleReporter,
   applyTtyEvent,
   estimateEta,
-  formatBytes,
-  formatDuration,
   formatTransfer,
   initialTtyState,
   renderPlain,
   renderTty,
 } from '../../src/agent/reporters/console.ts';
 import { Events, collectWarnings } from './helpers.ts';
+import { formatBytes, formatDuration } from '../../src/format.ts';
 
 class Capture extends Writable {
   text = '';

@@ -7,9 +7,9 @@ import {
   HttpReporter,
   backoffDelay,
   classifyResponse,
-  enqueueBounded,
   parseRetryAfter,
 } from '../../src/agent/reporters/http.ts';
+import { enqueueBounded } from '../../src/agent/bounded-queue.ts';
 import { Events, collectWarnings, until } from './helpers.ts';
 
 interface Received {

@@ -20,7 +20,6 @@ import {
   bootMounts,
   chooseTarget,
   deviceSize,
-  formatBytes,
   isBlockDevice,
   isEmpty,
   overwriteDecision,
@@ -28,6 +27,7 @@ import {
   parseProcMounts,
   splitCandidates,
 } from '../../src/agent/tasks/deploy-image/target.ts';
+import { formatBytes } from '../../src/format.ts';
 import type { TargetFacts } from '../../src/agent/tasks/deploy-image/target.ts';
 import { copyImage, detectCompression, progressAt } from '../../src/agent/tasks/deploy-image/copy.ts';
 import { Readable } from 'node:stream';

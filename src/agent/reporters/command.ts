@@ -1,17 +1,16 @@
 // The command reporter: runs a shell command per event, for integrations nobody
 // foresaw (a label printer, a relay, a line PLC). Commands run one at a time in event
 // order, each in its own process group so a timeout can kill everything it started.
-import { spawn, type ChildProcess } from 'node:child_process';
 import type { BootlineEvent } from '../../events.ts';
 import type { ReporterConfigOf } from '../../config/schema.ts';
-import { enqueueBounded } from './http.ts';
+import { enqueueBounded } from '../bounded-queue.ts';
 import type { Reporter, Warn } from './reporter.ts';
+import { runProcess } from '../process.ts';
 
 /** Events waiting for their command; old progress/log events go first when it fills. */
 const QUEUE_LIMIT = 1000;
-const STDERR_TAIL_BYTES = 4096;
-/** After exit, how long to wait for the last stderr bytes (a daemonized child may hold the pipe). */
-const CLOSE_GRACE_MS = 200;
+/** Between SIGTERM and SIGKILL of a command's process group. */
+const KILL_GRACE_MS = 1000;
 
 // eslint-disable-next-line no-control-regex
 const noNul = (s: string) => s.replace(/\x00/g, '');
@@ -33,11 +32,6 @@ export function commandEnv(event: BootlineEvent, base: NodeJS.ProcessEnv = proce
   return env;
 }
 
-export function lastLine(text: string): string {
-  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
-  return lines.at(-1)?.trim() ?? '';
-}
-
 export class CommandReporter implements Reporter {
   readonly name: string;
   private readonly command: string;
@@ -46,7 +40,7 @@ export class CommandReporter implements Reporter {
   private readonly warn: Warn;
   private readonly queue: BootlineEvent[] = [];
   private running: Promise<void> | undefined;
-  private child: ChildProcess | undefined;
+  private current: AbortController | undefined;
   private stopped = false;
   private warnedFull = false;
 
@@ -80,8 +74,8 @@ export class CommandReporter implements Reporter {
       clearTimeout(timer);
     }
     this.stopped = true;
-    const notRun = this.queue.length + (this.child ? 1 : 0);
-    if (this.child) killGroup(this.child);
+    const notRun = this.queue.length + (this.current ? 1 : 0);
+    this.current?.abort();
     this.queue.length = 0;
     if (notRun > 0) this.warn(`${this.name}: ${notRun} events not handled by the deadline; stopped the command`);
   }
@@ -90,77 +84,28 @@ export class CommandReporter implements Reporter {
     for (let e = this.queue.shift(); e && !this.stopped; e = this.queue.shift()) await this.run(e);
   }
 
-  private run(event: BootlineEvent): Promise<void> {
+  private async run(event: BootlineEvent): Promise<void> {
     const what = `${event.type} #${event.seq}`;
-    return new Promise<void>((resolve) => {
-      let child: ChildProcess;
-      try {
-        child = spawn('/bin/sh', ['-c', this.command], {
-          detached: true, // own process group, so the timeout reaches grandchildren too
-          env: commandEnv(event),
-          stdio: ['pipe', 'ignore', 'pipe'],
-        });
-      } catch (err) {
-        this.warn(`${this.name}: cannot start for ${what}: ${(err as Error).message}`);
-        resolve();
-        return;
-      }
-      this.child = child;
-      let stderr = '';
-      let timedOut = false;
-      let finished = false;
-      let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-
-      const finish = () => {
-        if (finished) return;
-        finished = true;
-        clearTimeout(timer);
-        clearTimeout(grace);
-        this.child = undefined;
-        if (exit) {
-          const tail = lastLine(stderr);
-          if (timedOut) {
-            this.warn(`${this.name}: timed out after ${this.timeoutMs / 1000} s on ${what}; killed its process group`);
-          } else if (exit.code !== 0 && !this.stopped) {
-            const how = exit.code !== null ? `exited with code ${exit.code}` : `was killed by ${exit.signal}`;
-            this.warn(`${this.name}: ${how} on ${what}${tail ? `: ${tail}` : ''}`);
-          }
-        }
-        resolve();
-      };
-      let grace: NodeJS.Timeout | undefined;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        killGroup(child);
-      }, this.timeoutMs);
-
-      child.stderr?.on('data', (c: Buffer) => {
-        stderr = (stderr + c.toString('utf8')).slice(-STDERR_TAIL_BYTES);
-      });
-      child.on('error', (err) => {
-        this.warn(`${this.name}: cannot run /bin/sh for ${what}: ${err.message}`);
-        finish();
-      });
-      child.on('exit', (code, signal) => {
-        exit = { code, signal };
-        grace = setTimeout(finish, CLOSE_GRACE_MS);
-      });
-      child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
-        exit ??= { code, signal };
-        finish();
-      });
-      // The command may not read stdin at all; a broken pipe is none of our business.
-      child.stdin?.on('error', () => {});
-      child.stdin?.end(`${JSON.stringify(event)}\n`);
+    let stderrTail = '';
+    this.current = new AbortController();
+    const r = await runProcess({
+      file: '/bin/sh',
+      args: ['-c', this.command],
+      env: commandEnv(event),
+      input: `${JSON.stringify(event)}\n`,
+      timeoutMs: this.timeoutMs,
+      graceMs: KILL_GRACE_MS,
+      signal: this.current.signal,
+      onLine: (stream, line) => {
+        if (stream === 'stderr' && line.trim() !== '') stderrTail = line.trim();
+      },
     });
-  }
-}
-
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    // already gone
+    this.current = undefined;
+    if (r.spawnError) this.warn(`${this.name}: cannot run /bin/sh for ${what}: ${r.spawnError.message}`);
+    else if (r.timedOut) this.warn(`${this.name}: timed out after ${this.timeoutMs / 1000} s on ${what}; killed its process group`);
+    else if (r.exitCode !== 0 && !this.stopped) {
+      const how = r.exitCode !== null ? `exited with code ${r.exitCode}` : `was killed by ${r.signal}`;
+      this.warn(`${this.name}: ${how} on ${what}${stderrTail ? `: ${stderrTail}` : ''}`);
+    }
   }
 }

@@ -7,7 +7,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { TaskError } from '../builtin.ts';
-import { formatBytes } from './target.ts';
+import { formatBytes } from '../../../format.ts';
 
 /** Writes are coalesced to this size: few syscalls, and memory stays bounded by it. */
 export const WRITE_BLOCK = 1024 * 1024;

@@ -9,7 +9,8 @@ import { TaskError } from '../builtin.ts';
 import { copyImage, detectCompression, preflight } from './copy.ts';
 import { openImage, resolveImage } from './source.ts';
 import type { ImageLocation } from './source.ts';
-import { bootMedia, chooseTarget, deviceSize, formatBytes, isEmpty, overwriteDecision, splitCandidates } from './target.ts';
+import { bootMedia, chooseTarget, deviceSize, isEmpty, overwriteDecision, splitCandidates } from './target.ts';
+import { formatBytes } from '../../../format.ts';
 import type { TargetChoice } from './target.ts';
 
 export const DeployImageOptions = Type.Object(

@@ -101,17 +101,6 @@ export function overwriteDecision(o: { empty: boolean; policy: 'OVERWRITE' | 'AB
   return o.policy === 'OVERWRITE' ? 'write' : 'abort';
 }
 
-/** "16.0 GiB": binary units, as disks are sized and as lsblk shows them. */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
-}
 
 export interface MountEntry {
   /** "major:minor" of the mounted device ("0:NN" for virtual or some btrfs mounts). */
