@@ -137,7 +137,7 @@ test('retries run the task again and progress does not fall back', async () => {
 
 test('a timeout kills the whole process group, children included', async () => {
   const dir = tempDir();
-  script(dir, 'hang.sh', `sleep 300 & echo $! > "${dir}/child"; sleep 300`);
+  script(dir, 'hang.sh', `sleep 30 & echo $! > "${dir}/child"; sleep 30`);
   const t0 = Date.now();
   const { report } = await run(`unattended: true\ntasks:\n  - { name: hang, script: hang.sh, workdir: ${dir}, timeout: 0.5 }\n`, dir);
   assert.ok(Date.now() - t0 < 8000);
