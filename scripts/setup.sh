@@ -5,9 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Packages: util-linux/mount (losetup, script), fdisk (sfdisk), e2fsprogs, dosfstools and
-# mtools build demo/test disk images; procps for pkill; gzip for images.
-DEB_PACKAGES=(util-linux mount bsdutils coreutils procps gzip fdisk e2fsprogs dosfstools mtools ca-certificates)
+# Packages: util-linux/mount (losetup, script, blkdiscard, blockdev), fdisk (sfdisk),
+# e2fsprogs, dosfstools and mtools build demo/test disk images; procps for pkill;
+# the decompressors the image engine runs (gzip, pigz, xz-utils, zstd, bzip2, lbzip2, lz4);
+# bmap-tools is the reference bmaptool the tests and the benchmark compare with;
+# openssl makes test certificates; make and g++ build the SEEK_DATA addon.
+DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
+  gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

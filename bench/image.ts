@@ -1,0 +1,241 @@
+// Benchmark: `bootline image copy` against `bmaptool copy` in the same run.
+//
+// Builds a realistic disk image once (GPT, FAT ESP, ext4 root filled with real files
+// from this machine with `mke2fs -d`), maps it with `bmaptool create`, compresses it
+// (raw, gz, xz, zst), then copies each onto a loop device with both tools, alternating,
+// from a local file and over HTTP from a loopback server. Prints a markdown table:
+// both times, the ratio, bootline's peak RSS (node and its decompressor), and the
+// limit (the slower of decompression alone and writing the raw mapped data alone).
+//
+//   npm run bench:image -- [--runs N] [--size-gib 2] [--cache DIR] [--formats raw,gz,xz,zst] [--out docs/benchmarks/image.md]
+//
+// Needs root (loop devices, drop_caches). Never part of the test suite.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync, readdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createReadStream } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+
+const { values: args } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '1' },
+    'size-gib': { type: 'string', default: '2' },
+    cache: { type: 'string', default: '/var/tmp/bootline-bench' },
+    formats: { type: 'string', default: 'raw,gz,xz,zst' },
+    transports: { type: 'string', default: 'file,http' },
+    out: { type: 'string' },
+  },
+});
+
+const ROOT = resolve(import.meta.dirname, '..');
+const BUNDLE = join(ROOT, 'dist', 'bootline.mjs');
+const CACHE = args.cache!;
+const SIZE_GIB = Number(args['size-gib']);
+const RUNS = Number(args.runs);
+const FORMATS = args.formats!.split(',');
+const TRANSPORTS = args.transports!.split(',');
+const sh = (cmd: string, a: string[], opts: { input?: string } = {}) => execFileSync(cmd, a, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'inherit'], ...opts });
+const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
+
+// ---------------------------------------------------------------------------------
+// The image, built once and cached.
+
+function buildImage(): string {
+  mkdirSync(CACHE, { recursive: true });
+  const img = join(CACHE, `disk-${SIZE_GIB}g.img`);
+  if (existsSync(`${img}.done`)) return img;
+  log(`building a ${SIZE_GIB} GiB GPT image in ${CACHE} (once)`);
+  const stage = join(CACHE, 'rootfs');
+  sh('rm', ['-rf', stage, img]);
+  mkdirSync(stage, { recursive: true });
+  // At least 1 GB of real files: documentation, libraries, locales of this machine.
+  let bytes = 0;
+  for (const dir of ['/usr/share', '/usr/lib/x86_64-linux-gnu', '/usr/lib/jvm', '/usr/lib/gcc', '/usr/lib/python3']) {
+    if (bytes > 1.2e9 || !existsSync(dir)) continue;
+    const dest = join(stage, dir.replace(/\//g, '_'));
+    sh('cp', ['-a', dir, dest]);
+    bytes += Number(sh('du', ['-sb', dest]).split('\t')[0]);
+  }
+  log(`root file system content: ${(bytes / 1e9).toFixed(2)} GB`);
+  if (bytes < 1e9) throw new Error('could not gather 1 GB of real files for the root file system');
+  const total = SIZE_GIB * 1024 * 1024 * 1024;
+  sh('truncate', ['-s', String(total), img]);
+  const espStart = 2048;
+  const espSectors = 64 * 2048; // 64 MiB
+  const rootStart = espStart + espSectors;
+  sh('sfdisk', ['-q', img], { input: `label: gpt\nstart=${espStart}, size=${espSectors}, type=uefi\nstart=${rootStart}, type=linux\n` });
+  const rootSectors = total / 512 - rootStart - 34;
+  const esp = join(CACHE, 'esp.img');
+  const root = join(CACHE, 'root.img');
+  sh('rm', ['-f', esp, root]);
+  sh('mkfs.vfat', ['-C', esp, String(espSectors / 2)]);
+  // A FAT file system holds zero-filled data blocks too: they must stay mapped.
+  writeFileSync(join(CACHE, 'zeros.bin'), Buffer.alloc(4 * 1024 * 1024));
+  sh('mcopy', ['-i', esp, join(CACHE, 'zeros.bin'), '::/zeros.bin']);
+  sh('mke2fs', ['-q', '-t', 'ext4', '-d', stage, root, `${Math.floor(rootSectors / 2)}k`]);
+  sh('dd', [`if=${esp}`, `of=${img}`, 'bs=1M', `seek=${(espStart * 512) / 1048576}`, 'conv=notrunc,sparse', 'status=none']);
+  sh('dd', [`if=${root}`, `of=${img}`, 'bs=1M', `seek=${(rootStart * 512) / 1048576}`, 'conv=notrunc,sparse', 'status=none']);
+  sh('rm', ['-rf', stage, esp, root]);
+  sh('bmaptool', ['create', '-o', `${img}.bmap`, img]);
+  log('compressing: gz (pigz -6), xz (-6 -T0), zst (-3 -T0)');
+  sh('sh', ['-c', `pigz -6 -c '${img}' > '${img}.gz' && xz -6 -T0 -c '${img}' > '${img}.xz' && zstd -q -3 -T0 -c '${img}' > '${img}.zst'`]);
+  writeFileSync(`${img}.done`, '');
+  return img;
+}
+
+// ---------------------------------------------------------------------------------
+// Measuring.
+
+function dropCaches() {
+  try {
+    sh('sync', []);
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+  } catch {
+    // not root: results include the page cache
+  }
+}
+
+/** Runs a command, returns wall seconds and the peak RSS of its process tree (MiB). */
+function timed(cmd: string, a: string[]): Promise<{ seconds: number; peakMiB: number }> {
+  return new Promise((resolvePromise, reject) => {
+    const t0 = process.hrtime.bigint();
+    const c = spawn(cmd, a, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    c.stderr.on('data', (d) => (stderr += d));
+    let peak = 0;
+    const poll = setInterval(() => {
+      peak = Math.max(peak, treeRss(c.pid!));
+    }, 50);
+    c.on('exit', (code) => {
+      clearInterval(poll);
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (code !== 0) reject(new Error(`${cmd} ${a.join(' ')} failed (${code}): ${stderr.slice(-2000)}`));
+      else resolvePromise({ seconds, peakMiB: peak / 1024 });
+    });
+  });
+}
+
+/** Current RSS (KiB) of a process and all its descendants. */
+function treeRss(pid: number): number {
+  let sum = 0;
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+    } catch {
+      // gone
+    }
+  }
+  const walk = (p: number) => {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      sum += m ? Number(m[1]) : 0;
+    } catch {
+      // gone
+    }
+    for (const c of children.get(p) ?? []) walk(c);
+  };
+  walk(pid);
+  return sum;
+}
+
+function serve(dir: string): Promise<{ server: Server; base: string }> {
+  // Range-capable static server: bmaptool and bootline both fetch over it.
+  const server = createServer((req, res) => {
+    const file = join(dir, decodeURIComponent(new URL(req.url!, 'http://x').pathname));
+    if (!file.startsWith(dir) || !existsSync(file)) {
+      res.statusCode = 404;
+      res.end();
+      return;
+    }
+    const size = statSync(file).size;
+    const etag = `"${size}-${statSync(file).mtimeMs}"`;
+    res.setHeader('accept-ranges', 'bytes');
+    res.setHeader('etag', etag);
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (m) {
+      const start = Number(m[1]);
+      const end = m[2] ? Number(m[2]) : size - 1;
+      res.statusCode = 206;
+      res.setHeader('content-range', `bytes ${start}-${end}/${size}`);
+      res.setHeader('content-length', end - start + 1);
+      if (req.method === 'HEAD') return void res.end();
+      createReadStream(file, { start, end, highWaterMark: 1 << 20 }).pipe(res);
+    } else {
+      res.setHeader('content-length', size);
+      if (req.method === 'HEAD') return void res.end();
+      createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
+    }
+  });
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r({ server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}` })));
+}
+
+// ---------------------------------------------------------------------------------
+
+const img = buildImage();
+const mapped = /<MappedBlocksCount>\s*(\d+)/.exec(readFileSync(`${img}.bmap`, 'utf8'))![1]!;
+const blockSize = /<BlockSize>\s*(\d+)/.exec(readFileSync(`${img}.bmap`, 'utf8'))![1]!;
+const mappedBytes = Number(mapped) * Number(blockSize);
+const backing = join(CACHE, 'target.disk');
+sh('truncate', ['-s', String(SIZE_GIB * 1024 * 1024 * 1024 + 64 * 1024 * 1024), backing]);
+const loop = sh('losetup', ['-f', '--show', backing]).trim();
+const { server, base } = await serve(CACHE);
+const file = (f: string) => (f === 'raw' ? img : `${img}.${f}`);
+const url = (f: string) => `${base}/${file(f).slice(CACHE.length + 1)}`;
+
+type Row = { format: string; transport: string; bmaptool: number[]; bootline: number[]; rss: number[]; limit?: number };
+const rows: Row[] = [];
+try {
+  // The limit: decompression alone, and writing the raw mapped data alone.
+  const decompress: Record<string, string[]> = { gz: ['pigz', '-dc'], xz: ['xz', '-dc', '-T0'], zst: ['zstd', '-dc'] };
+  dropCaches();
+  const rawWrite = await timed(process.execPath, [BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
+  const limits: Record<string, number> = { raw: rawWrite.seconds };
+  for (const f of FORMATS.filter((x) => x !== 'raw')) {
+    dropCaches();
+    const d = await timed('sh', ['-c', `${decompress[f]!.join(' ')} '${file(f)}' > /dev/null`]);
+    limits[f] = Math.max(d.seconds, rawWrite.seconds);
+  }
+  for (const transport of TRANSPORTS) {
+    for (const f of FORMATS) {
+      const row: Row = { format: f, transport, bmaptool: [], bootline: [], rss: [], limit: limits[f] };
+      const src = transport === 'http' ? url(f) : file(f);
+      for (let i = 0; i < RUNS; i++) {
+        dropCaches();
+        log(`bmaptool ${f} ${transport} #${i + 1}`);
+        row.bmaptool.push((await timed('bmaptool', ['-q', 'copy', src, loop])).seconds);
+        dropCaches();
+        log(`bootline ${f} ${transport} #${i + 1}`);
+        const b = await timed(process.execPath, [BUNDLE, 'image', '-q', 'copy', src, loop]);
+        row.bootline.push(b.seconds);
+        row.rss.push(b.peakMiB);
+      }
+      rows.push(row);
+    }
+  }
+} finally {
+  server.close();
+  sh('losetup', ['-d', loop]);
+}
+
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+const cpu = cpus()[0]?.model ?? 'unknown CPU';
+const lines = [
+  `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}, bmaptool ${sh('bmaptool', ['--version']).trim().split(' ').pop()}.`,
+  `Image: ${SIZE_GIB} GiB GPT (64 MiB FAT ESP + ext4 root of real files), ${(mappedBytes / 2 ** 30).toFixed(2)} GiB mapped; target: a loop device; page cache dropped before each run; median of ${RUNS}.`,
+  '',
+  '| format | source | bmaptool copy (s) | bootline image copy (s) | speed-up | bootline peak RSS (MiB) | limit (s) | bootline vs limit |',
+  '|---|---|---:|---:|---:|---:|---:|---:|',
+  ...rows.map((r) => {
+    const bm = median(r.bmaptool);
+    const bl = median(r.bootline);
+    return `| ${r.format} | ${r.transport} | ${bm.toFixed(2)} | ${bl.toFixed(2)} | ${(bm / bl).toFixed(2)}× | ${Math.max(...r.rss).toFixed(0)} | ${r.limit?.toFixed(2) ?? '-'} | ${r.limit ? `${((bl / r.limit - 1) * 100).toFixed(0)}%` : '-'} |`;
+  }),
+];
+process.stdout.write(lines.join('\n') + '\n');
+if (args.out) writeFileSync(args.out, `# Benchmark: image copy\n\n\`npm run bench:image\` (bench/image.ts)\n\n${lines.join('\n')}\n`);

@@ -1,0 +1,83 @@
+// `bootline image copy|create|verify`: option parsing only; the engine is in src/image/.
+// `copy` takes bmaptool's options with the same names, so that a bmaptool command line
+// works with `bootline image copy` in its place.
+import { Option, type Command } from 'commander';
+import { writeFile } from 'node:fs/promises';
+import { runCopyCommand } from '../image/copy-command.ts';
+import { createBmap } from '../image/create.ts';
+import { formatBmap } from '../image/bmap/write.ts';
+import { parseBmap } from '../image/bmap/parse.ts';
+import { verifyRanges } from '../image/verify.ts';
+import { readFile } from 'node:fs/promises';
+
+export function registerImage(program: Command, version: string): void {
+  const image = program
+    .command('image')
+    .description('write, map and verify disk images (bmaptool-compatible)')
+    .option('-q, --quiet', 'no progress output (as bmaptool -q)');
+
+  image
+    .command('copy')
+    .description('stream an image onto a disk or file: sparse with a bmap, verified, resumable')
+    .argument('<image>', 'path, file://, http(s)://, ftp://, s3://bucket/key, or - for stdin')
+    .argument('<dest>', 'block device or file')
+    .option('--bmap <path|url>', 'block map (default: <image>.bmap, then with extensions stripped)')
+    .option('--nobmap', 'write every byte, do not look for a bmap')
+    .option('--no-verify', 'do not check range checksums')
+    .option('--psplash-pipe <fifo>', 'write PROGRESS/MSG commands for psplash to this FIFO')
+    .option('--sha256 <hex>', 'check the whole decompressed image against this sha256 (without a bmap)')
+    .addOption(new Option('--holes <mode>', 'unmapped blocks: skip (leave as they are), discard, or zero').choices(['skip', 'discard', 'zero']).default('skip'))
+    .option('--ca <file>', 'PEM CA bundle for https')
+    .option('--token <token>', 'bearer token for http(s)')
+    .option('-H, --header <header...>', 'extra HTTP header "Name: value"')
+    .option('--removable-device', "accepted for bmaptool compatibility (removable targets are allowed)")
+    .option('--no-sig-verify', 'accepted for bmaptool compatibility')
+    .action(async (img: string, dest: string, o: Record<string, unknown>) => {
+      const headers: Record<string, string> = {};
+      for (const h of (o.header as string[] | undefined) ?? []) {
+        const i = h.indexOf(':');
+        if (i <= 0) throw new Error(`--header "${h}": expected "Name: value"`);
+        headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+      }
+      process.exitCode = await runCopyCommand({
+        version,
+        image: img,
+        target: dest,
+        bmap: o.nobmap ? false : (o.bmap as string | undefined),
+        verify: o.verify !== false,
+        holes: o.holes as 'skip' | 'discard' | 'zero',
+        allowFile: true,
+        ...(o.sha256 ? { sha256: o.sha256 as string } : {}),
+        ...(o.psplashPipe ? { psplashPipe: o.psplashPipe as string } : {}),
+        quiet: image.opts().quiet === true,
+        source: { ...(o.ca ? { ca: o.ca as string } : {}), ...(o.token ? { token: o.token as string } : {}), headers },
+      });
+    });
+
+  image
+    .command('create')
+    .description('write the bmap of an image (format 2.0, sha256), mapping holes with SEEK_DATA/SEEK_HOLE')
+    .argument('<image>', 'the raw (uncompressed) image file')
+    .option('-o, --output <file>', 'write the bmap here instead of stdout')
+    .action(async (img: string, o: { output?: string }) => {
+      const text = formatBmap(await createBmap(img));
+      if (o.output) await writeFile(o.output, text);
+      else process.stdout.write(text);
+    });
+
+  image
+    .command('verify')
+    .description("read back a target's mapped ranges and check their checksums")
+    .argument('<target>', 'block device or file')
+    .requiredOption('--bmap <path>', 'the block map the target was written with')
+    .action(async (target: string, o: { bmap: string }) => {
+      const bmap = parseBmap(await readFile(o.bmap, 'utf8'), o.bmap);
+      const r = await verifyRanges(target, bmap);
+      if (r.ok) {
+        process.stdout.write(`${target}: all ${bmap.ranges.length} ranges match ${o.bmap}\n`);
+      } else {
+        for (const b of r.bad) process.stderr.write(`${target}: blocks ${b.first}-${b.last} (bytes ${b.first * bmap.blockSize}-${(b.last + 1) * bmap.blockSize - 1}) do not match\n`);
+        process.exitCode = 1;
+      }
+    });
+}
