@@ -31,13 +31,16 @@ export function isRunning(pid: number): boolean {
   }
 }
 
-/** The ConfigError `fn` throws; fails the test if it throws nothing or something else. */
-export function configErrorOf(fn: () => unknown): ConfigError {
+/** The error of class `cls` that `fn` throws; fails the test if it throws nothing or something else. */
+export function thrown<E extends Error>(cls: abstract new (...args: never[]) => E, fn: () => unknown): E {
   try {
     fn();
   } catch (e) {
-    if (e instanceof ConfigError) return e;
+    if (e instanceof cls) return e;
     throw e;
   }
-  assert.fail('expected a ConfigError');
+  assert.fail(`expected a ${cls.name}`);
 }
+
+/** The ConfigError `fn` throws. */
+export const configErrorOf = (fn: () => unknown): ConfigError => thrown(ConfigError, fn);

@@ -4,20 +4,12 @@ import { readFileSync } from 'node:fs';
 import { BmapError, parseBmap, MAX_BMAP_BYTES } from '../../src/image/bmap/parse.ts';
 import { formatBmap, humanSize } from '../../src/image/bmap/write.ts';
 import type { Bmap } from '../../src/image/types.ts';
+import { thrown } from '../helpers.ts';
 
 const FIX = '/work/shared/fixtures/bmaptool';
 const fixture = (v: string) => readFileSync(`${FIX}/test.image.bmap.v${v}`, 'utf8');
 
-/** The BmapError `fn` throws; fails the test if it throws nothing or something else. */
-function bmapErrorOf(fn: () => unknown): BmapError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof BmapError) return e;
-    throw e;
-  }
-  assert.fail('expected a BmapError');
-}
+const bmapErrorOf = (fn: () => unknown): BmapError => thrown(BmapError, fn);
 
 function rejects(text: string, pattern: RegExp): BmapError {
   const e = bmapErrorOf(() => parseBmap(text, 'bad.bmap'));

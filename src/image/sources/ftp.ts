@@ -4,7 +4,7 @@ import { Client, FTPError } from 'basic-ftp';
 import { PassThrough, Writable } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { Source, SourceOptions } from '../types.ts';
-import { DEFAULT_STALL_TIMEOUT_MS, PermanentError, Retrier, changedError, formatMiB, redactUrl } from './http.ts';
+import { DEFAULT_STALL_TIMEOUT_MS, PermanentError, Retrier, abortErrorOf, changedError, formatMiB, redactUrl } from './http.ts';
 
 const STREAM_BUFFER = 1024 * 1024;
 
@@ -12,14 +12,6 @@ const STREAM_BUFFER = 1024 * 1024;
 interface Identity {
   size: number | undefined;
   modified: string | undefined;
-}
-
-function abortErrorOf(signal: AbortSignal): Error {
-  const r: unknown = signal.reason;
-  if (r instanceof Error) return r;
-  const e = new Error('the download was aborted');
-  e.name = 'AbortError';
-  return e;
 }
 
 export class FtpSource implements Source {

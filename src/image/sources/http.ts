@@ -155,7 +155,7 @@ function parseContentRange(value: string | undefined): ContentRange | undefined 
   return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? undefined : Number(m[3]) };
 }
 
-function abortErrorOf(signal: AbortSignal): Error {
+export function abortErrorOf(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
   if (r instanceof Error) return r;
   const e = new Error('the download was aborted');
