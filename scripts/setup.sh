@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # e2fsprogs, dosfstools and mtools build demo/test disk images; procps for pkill;
 # the decompressors the image engine runs (gzip, pigz, xz-utils, zstd, bzip2, lbzip2, lz4);
 # bmap-tools is the reference bmaptool the tests and the benchmark compare with;
-# openssl makes test certificates; make and g++ build the SEEK_DATA addon.
+# openssl makes test certificates; make and g++ build the SEEK_DATA addon; gpgv checks
+# GPG-signed bmaps (gnupg makes the test keys).
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
-  gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3)
+  gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -9,6 +9,7 @@ import { formatBmap } from '../image/bmap/write.ts';
 import { parseBmap } from '../image/bmap/parse.ts';
 import { verifyRanges } from '../image/verify.ts';
 import { readFile } from 'node:fs/promises';
+import { generateKeyPair, keyId, sha256Payload, sign, SIGNATURE_SUFFIX } from '../image/signature.ts';
 
 export function registerImage(program: Command, version: string): void {
   const image = program
@@ -26,12 +27,18 @@ export function registerImage(program: Command, version: string): void {
     .option('--no-verify', 'do not check range checksums')
     .option('--psplash-pipe <fifo>', 'write PROGRESS/MSG commands for psplash to this FIFO')
     .option('--sha256 <hex>', 'check the whole decompressed image against this sha256 (without a bmap)')
+    .option('--file-sha256 <hex>', 'check the image file as stored (compressed) against this sha256')
+    .option('--no-sidecar', 'do not look for <image>.sha256sum, <image>.sha256 or SHA256SUMS')
+    .option('--skip-identical', 'read the target first and write only ranges whose checksum differs')
     .addOption(new Option('--holes <mode>', 'unmapped blocks: skip (leave as they are), discard, or zero').choices(['skip', 'discard', 'zero']).default('skip'))
     .option('--ca <file>', 'PEM CA bundle for https')
     .option('--token <token>', 'bearer token for http(s)')
     .option('-H, --header <header...>', 'extra HTTP header "Name: value"')
-    .option('--removable-device', "accepted for bmaptool compatibility (removable targets are allowed)")
-    .option('--no-sig-verify', 'accepted for bmaptool compatibility')
+    .option('--trusted-keys <file>', 'ed25519 public keys (PEM): refuse an image whose bmap (or sha256) is not signed by one of them')
+    .option('--keyring <file>', 'GPG keyring: the bmap must carry a valid GPG signature (.asc/.sig or clearsigned), checked with gpgv')
+    .option('--bmap-sig <path|url>', 'detached GPG signature of the bmap (default: <bmap>.asc, then <bmap>.sig)')
+    .option('--no-sig-verify', 'do not check GPG signatures (as bmaptool); trusted ed25519 keys still apply')
+    .option('--removable-device', 'accepted for bmaptool compatibility (removable targets are allowed)')
     .action(async (img: string, dest: string, o: Record<string, unknown>) => {
       const headers: Record<string, string> = {};
       for (const h of (o.header as string[] | undefined) ?? []) {
@@ -48,9 +55,18 @@ export function registerImage(program: Command, version: string): void {
         holes: o.holes as 'skip' | 'discard' | 'zero',
         allowFile: true,
         ...(o.sha256 ? { sha256: o.sha256 as string } : {}),
+        ...(o.fileSha256 ? { sourceSha256: o.fileSha256 as string } : {}),
+        sidecar: o.sidecar !== false,
+        skipIdentical: o.skipIdentical === true,
         ...(o.psplashPipe ? { psplashPipe: o.psplashPipe as string } : {}),
         quiet: image.opts().quiet === true,
         source: { ...(o.ca ? { ca: o.ca as string } : {}), ...(o.token ? { token: o.token as string } : {}), headers },
+        trust: {
+          ...(o.trustedKeys ? { trustedKeys: o.trustedKeys as string } : {}),
+          ...(o.keyring ? { keyring: o.keyring as string } : {}),
+          ...(o.bmapSig ? { bmapSig: o.bmapSig as string } : {}),
+          noSigVerify: o.sigVerify === false,
+        },
       });
     });
 
@@ -63,6 +79,32 @@ export function registerImage(program: Command, version: string): void {
       const text = formatBmap(await createBmap(img));
       if (o.output) await writeFile(o.output, text);
       else process.stdout.write(text);
+    });
+
+  image
+    .command('keygen')
+    .description('make an ed25519 key pair for signing images: <name>.key (keep secret) and <name>.pub (install on devices)')
+    .argument('<name>', 'path prefix of the two files')
+    .action(async (name: string) => {
+      const { privatePem, publicPem } = generateKeyPair();
+      await writeFile(`${name}.key`, privatePem, { mode: 0o600, flag: 'wx' });
+      await writeFile(`${name}.pub`, publicPem, { flag: 'wx' });
+      process.stdout.write(`wrote ${name}.key and ${name}.pub (key id ${keyId(publicPem)})\n`);
+    });
+
+  image
+    .command('sign')
+    .description(`sign a bmap (or, with --sha256, an image without one) with an ed25519 key: writes <file>${SIGNATURE_SUFFIX}`)
+    .argument('<file>', 'the bmap, or the image when --sha256 is given')
+    .requiredOption('--key <file>', 'ed25519 private key (PEM), e.g. from `bootline image keygen`')
+    .option('--sha256 <hex>', 'sign this sha256 of the decompressed image instead of a bmap')
+    .option('-o, --output <file>', `signature file (default <file>${SIGNATURE_SUFFIX})`)
+    .action(async (file: string, o: { key: string; sha256?: string; output?: string }) => {
+      const key = await readFile(o.key, 'utf8');
+      const text = o.sha256 ? sign(sha256Payload(o.sha256), key, 'sha256') : sign(await readFile(file), key, 'bmap');
+      const out = o.output ?? `${file}${SIGNATURE_SUFFIX}`;
+      await writeFile(out, text);
+      process.stdout.write(`wrote ${out}\n`);
     });
 
   image

@@ -53,7 +53,7 @@ export async function runCopyCommand(o: CopyCommandOptions): Promise<number> {
         });
       },
     });
-    message = `wrote ${r.bytesWritten} bytes in ${r.seconds.toFixed(1)} s (${r.compression}${r.bmap ? ', bmap' : ''}${r.repairedRanges ? `, ${r.repairedRanges} range(s) repaired` : ''})`;
+    message = `wrote ${r.bytesWritten} bytes in ${r.seconds.toFixed(1)} s (${r.compression}${r.bmap ? ', bmap' : ''}${r.repairedRanges ? `, ${r.repairedRanges} range(s) repaired` : ''}${r.skippedRanges ? `, ${r.skippedRanges} range(s) (${r.skippedBytes} bytes) already on the target` : ''})`;
   } catch (e) {
     status = 'failed';
     message = stop.signal.aborted ? 'stopped' : (e as Error).message;
@@ -74,5 +74,6 @@ export async function runCopyCommand(o: CopyCommandOptions): Promise<number> {
   });
   await dispatcher.close(Date.now() + 2000);
   if (status !== 'ok') process.stderr.write(`bootline: image copy failed: ${message}\n`);
+  else if (!o.quiet) process.stderr.write(`bootline: ${message}\n`);
   return status === 'ok' ? 0 : 1;
 }

@@ -51,7 +51,10 @@ export interface CopyProgress {
   /** Bytes per second, smoothed. */
   rate: number;
   etaSeconds?: number;
-  phase: 'writing' | 'verifying' | 'repairing';
+  /** 'comparing': skipIdentical reads the mapped ranges already on the target (bytesDone counts bytes read there). */
+  phase: 'comparing' | 'writing' | 'verifying' | 'repairing';
+  /** While writing with skipIdentical: mapped bytes found identical on the target, included in bytesDone. */
+  bytesSkipped?: number;
 }
 
 export interface CopyOptions {
@@ -64,6 +67,17 @@ export interface CopyOptions {
   verify?: boolean;
   /** sha256 (hex) of the whole decompressed image, checked at the end. */
   sha256?: string;
+  /**
+   * sha256 (hex) of the source's bytes as stored (the compressed file, as in a `.sha256sum` sidecar),
+   * checked at the end. Every source byte is then read, past the last mapped range too.
+   */
+  sourceSha256?: string;
+  /**
+   * Reads each mapped range from the target first and writes only those whose checksum differs
+   * (needs a bmap with range checksums). A raw image on a seekable source is not even read
+   * where the target already holds it; a compressed one is decompressed, but not written there.
+   */
+  skipIdentical?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: CopyProgress) => void;
   onLog?: (msg: string) => void;
@@ -76,6 +90,10 @@ export interface CopyResult {
   mappedBytes: number;
   compression: Compression;
   repairedRanges: number;
+  /** skipIdentical: mapped ranges that the target already held, not written. */
+  skippedRanges: number;
+  /** skipIdentical: the bytes of those ranges. */
+  skippedBytes: number;
   seconds: number;
 }
 
@@ -222,7 +240,12 @@ class Walker {
     private readonly algo: ChecksumType | undefined,
     private readonly limit: number,
     private readonly targetPath: string,
-  ) {}
+    /** Spans the target already holds: passed over without writing (their bytes are dropped like unmapped ones). */
+    private readonly skip: ReadonlySet<Span> = new Set(),
+    private readonly onSkip: (s: Span) => void = () => undefined,
+  ) {
+    this.passSkipped();
+  }
 
   get done(): boolean {
     return this.idx >= this.spans.length;
@@ -267,6 +290,11 @@ class Walker {
     }
     this.hash = undefined;
     this.idx++;
+    this.passSkipped();
+  }
+
+  private passSkipped(): void {
+    for (let s = this.spans[this.idx]; s && this.skip.has(s); s = this.spans[++this.idx]) this.onSkip(s);
   }
 }
 
@@ -274,6 +302,8 @@ class Walker {
 class Meter {
   done = 0;
   srcDone = 0;
+  /** Identical bytes not written (skipIdentical); reported while writing. */
+  skipped: number | undefined;
   private rate = 0;
   private srcRate = 0;
   private last = performance.now();
@@ -298,6 +328,7 @@ class Meter {
     this.phase = phase;
     this.total = total;
     this.done = 0;
+    this.skipped = undefined;
     this.lastDone = 0;
     this.rate = 0;
   }
@@ -306,13 +337,15 @@ class Meter {
     if (!this.cb) return;
     const now = performance.now();
     const dt = (now - this.last) / 1000;
+    // Skipped bytes count as done but not towards the rate: they cost nothing.
+    const work = this.done - (this.skipped ?? 0);
     if (dt > 0) {
       const a = this.rate === 0 ? 1 : 1 - Math.exp(-dt / RATE_TAU_S);
-      this.rate += a * ((this.done - this.lastDone) / dt - this.rate);
+      this.rate += a * ((work - this.lastDone) / dt - this.rate);
       this.srcRate += (this.srcRate === 0 ? 1 : a) * ((this.srcDone - this.lastSrc) / dt - this.srcRate);
     }
     this.last = now;
-    this.lastDone = this.done;
+    this.lastDone = work;
     this.lastSrc = this.srcDone;
     let eta: number | undefined;
     if (final) eta = 0;
@@ -324,6 +357,7 @@ class Meter {
       rate: Math.max(0, this.rate),
       ...(eta !== undefined ? { etaSeconds: eta } : {}),
       phase: this.phase,
+      ...(this.skipped !== undefined && this.phase === 'writing' ? { bytesSkipped: this.skipped } : {}),
     });
   }
 
@@ -357,7 +391,7 @@ function whenWritable(w: Duplex): Promise<void> {
  * Opens the source at `offset` and returns its decompressed bytes. With
  * `known` undefined the compression is detected from the first bytes.
  */
-async function openImage(source: Source, offset: number, known: Compression | undefined, signal: AbortSignal | undefined, onRaw: (n: number) => void): Promise<OpenedImage> {
+async function openImage(source: Source, offset: number, known: Compression | undefined, signal: AbortSignal | undefined, onRaw: (b: Buffer) => void): Promise<OpenedImage> {
   let raw: Readable;
   try {
     raw = await source.open(offset, signal);
@@ -374,7 +408,7 @@ async function openImage(source: Source, offset: number, known: Compression | un
     }
     if (r.done) return undefined;
     const b = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
-    onRaw(b.length);
+    onRaw(b);
     return b;
   };
   const head: Buffer[] = [];
@@ -464,8 +498,15 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
     );
   }
   if (o.sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(o.sha256)) throw new Error(`the expected sha256 "${o.sha256}" is not 64 hex digits`);
+  if (o.sourceSha256 !== undefined && !/^[0-9a-f]{64}$/i.test(o.sourceSha256)) {
+    throw new Error(`the expected sha256 of the image file "${o.sourceSha256}" is not 64 hex digits`);
+  }
   const srcSize = await source.size().catch(() => undefined);
   const mappedBytes = spans ? spans.reduce((n, s) => n + s.end - s.start, 0) : undefined;
+  const skipIdentical = o.skipIdentical === true && spans !== undefined && algo !== undefined && spans.some((s) => s.checksum);
+  if (o.skipIdentical && !skipIdentical) {
+    log(`cannot skip identical ranges: ${bmap ? 'the bmap has no range checksums' : 'there is no bmap'}; writing everything`);
+  }
 
   let meter: Meter | undefined;
   const writer = new Writer(target, (n) => {
@@ -478,8 +519,18 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
   const incomplete = () => `the target ${target.path} is incomplete (${formatBytes(bytesWritten + writer.written)} written): do not boot it; copy again`;
 
   try {
-    img = await openImage(source, 0, undefined, signal, (n) => {
-      if (meter) meter.srcDone += n;
+    // Compared before the source is opened, so that a long comparison does not leave a download idle.
+    const identical = skipIdentical ? await compareTarget(spans, algo) : new Set<Span>();
+    const skippedBytes = [...identical].reduce((n, s) => n + s.end - s.start, 0);
+    if (skipIdentical) {
+      log(`${identical.size} of ${spans.length} mapped ranges (${formatBytes(skippedBytes)} of ${formatBytes(mappedBytes ?? 0)}) are already on ${target.path}: not written`);
+    }
+    const srcHash = o.sourceSha256 ? createHash('sha256') : undefined;
+    let srcBytes = 0;
+    img = await openImage(source, 0, undefined, signal, (b) => {
+      srcHash?.update(b);
+      srcBytes += b.length;
+      if (meter) meter.srcDone += b.length;
     });
     const compression = img.compression;
     log(`image ${source.display}: ${compression === 'none' ? 'not compressed' : `${compression}-compressed`}${bmap ? `, bmap maps ${formatBytes(mappedBytes ?? 0)} of ${formatBytes(bmap.imageSize)}` : ', no bmap: writing every byte'}`);
@@ -493,16 +544,24 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
     }
     const total = mappedBytes ?? (compression === 'none' ? srcSize : undefined);
     meter = new Meter(o.onProgress, 'writing', total, compression === 'none' ? undefined : srcSize);
+    if (skipIdentical) meter.skipped = 0;
 
     // Without a bmap the whole stream is one span with no end.
     const walkSpans = spans ?? [{ first: 0, last: 0, start: 0, end: Number.POSITIVE_INFINITY }];
-    const walker = new Walker(walkSpans, writer, verify ? algo : undefined, target.size, target.path);
+    const walker = new Walker(walkSpans, writer, verify ? algo : undefined, target.size, target.path, identical, (s) => {
+      if (!meter) return;
+      meter.done += s.end - s.start;
+      meter.skipped = (meter.skipped ?? 0) + s.end - s.start;
+    });
     const whole = o.sha256 ? createHash('sha256') : undefined;
     // Past the last range only the decompressor's own integrity check is left to read for; not needed
-    // when every mapped byte has been checked against a range checksum (bmaptool stops there too).
-    const stopAtLastRange = spans !== undefined && !whole && (compression === 'none' || (verify && algo !== undefined && spans.every((s) => s.checksum)));
-    // A raw image on a seekable source is not read through long unmapped gaps: it is opened again past them.
-    const canSeek = compression === 'none' && source.seekable && spans !== undefined && !whole;
+    // when every mapped byte has been checked against a range checksum, on the way or (skipped ones)
+    // on the target (bmaptool stops there too). Whole-image and whole-file hashes need every byte.
+    const stopAtLastRange =
+      spans !== undefined && !whole && !srcHash && (compression === 'none' || (verify && algo !== undefined && spans.every((s) => s.checksum)));
+    // A raw image on a seekable source is not read through long unmapped gaps, nor through ranges the
+    // target already holds: it is opened again past them.
+    const canSeek = compression === 'none' && source.seekable && spans !== undefined && !whole && !srcHash;
     let pos = 0;
     reading: for (;;) {
       for await (const chunk of img.chunks as AsyncIterable<Buffer>) {
@@ -557,13 +616,33 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
         throw new Error(`sha256 mismatch for the ${formatBytes(pos)} image ${source.display}: expected ${o.sha256?.toLowerCase()}, got ${got}; the image is corrupt or the checksum is wrong`);
       }
     }
+    if (srcHash) {
+      const got = srcHash.digest('hex');
+      const want = o.sourceSha256?.toLowerCase();
+      if (got !== want) {
+        const reread = repairedRanges > 0 ? ` (${repairedRanges} range(s) were read again: the source delivered different bytes the first time)` : '';
+        throw new Error(
+          `sha256 mismatch for the image file ${source.display} as stored (${formatBytes(srcBytes)}${compression === 'none' ? '' : ` ${compression}-compressed`}): ` +
+            `expected ${want}, got ${got}${reread}; the image file is corrupt, incomplete or not the one the checksum is for, and ${target.path} must not be booted`,
+        );
+      }
+      log(`sha256 of the image file ${source.display} matches (${got})`);
+    }
 
     if (spans && o.holes && o.holes !== 'skip') await fillHoles(spans, imageSize, o.holes);
     if (target.setSize) await target.setSize(imageSize);
     await target.sync();
     if (target.isBlockDevice) await target.rereadPartitions().catch((e: unknown) => log((e as Error).message));
     meter.stop(true);
-    return { bytesWritten, mappedBytes: mappedBytes ?? pos, compression, repairedRanges, seconds: (performance.now() - t0) / 1000 };
+    return {
+      bytesWritten,
+      mappedBytes: mappedBytes ?? pos,
+      compression,
+      repairedRanges,
+      skippedRanges: identical.size,
+      skippedBytes,
+      seconds: (performance.now() - t0) / 1000,
+    };
   } catch (e) {
     img?.destroy();
     await writer.settle();
@@ -610,6 +689,72 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
       bytesWritten += w.written;
     }
     return still;
+  }
+
+  /**
+   * The spans whose bytes on the target already match their bmap checksum. Reads one 4 MiB piece
+   * ahead while hashing the current one. A range the target cannot read counts as different.
+   */
+  async function compareTarget(all: Span[], kind: ChecksumType): Promise<Set<Span>> {
+    const same = new Set<Span>();
+    const reading = new Meter(o.onProgress, 'comparing', all.reduce((n, s) => n + (s.checksum ? s.end - s.start : 0), 0), undefined);
+    const pieces = (function* () {
+      for (const span of all) {
+        if (!span.checksum || span.end > target.size) continue;
+        for (let at = span.start; at < span.end; at += WRITE_SIZE) yield { span, at, len: Math.min(WRITE_SIZE, span.end - at) };
+      }
+    })();
+    const bufs = [Buffer.allocUnsafe(WRITE_SIZE), Buffer.allocUnsafe(WRITE_SIZE)];
+    /** Reads `len` bytes at `at` (short only at the end of the target); never rejects. */
+    const readPiece = async (buf: Buffer, at: number, len: number): Promise<number | Error> => {
+      let got = 0;
+      try {
+        while (got < len) {
+          const n = await target.read(buf.subarray(got, len), at + got);
+          if (n === 0) break;
+          got += n;
+        }
+      } catch (e) {
+        return e as Error;
+      }
+      return got;
+    };
+    let reported = false;
+    let hash: Hash | undefined;
+    let failed: Span | undefined;
+    let which = 0;
+    let cur = pieces.next();
+    let pending = cur.done ? undefined : readPiece(bufs[which] as Buffer, cur.value.at, cur.value.len);
+    try {
+      while (!cur.done && pending) {
+        const { span, at, len } = cur.value;
+        const got = await pending;
+        signal?.throwIfAborted();
+        const buf = bufs[which] as Buffer;
+        cur = pieces.next();
+        which ^= 1;
+        pending = cur.done ? undefined : readPiece(bufs[which] as Buffer, cur.value.at, cur.value.len);
+        if (at === span.start) {
+          hash = createHash(kind);
+          failed = undefined;
+        }
+        if (got instanceof Error) {
+          if (!reported) log(`${got.message}: ${describeSpan(span)} is written`);
+          reported = true;
+          failed = span;
+        } else if (got < len) {
+          failed = span;
+        } else if (failed !== span) {
+          hash?.update(buf.subarray(0, len));
+        }
+        reading.done += len;
+        if (at + len === span.end && failed !== span && hash?.digest('hex') === span.checksum) same.add(span);
+      }
+    } finally {
+      reading.stop(false);
+      await pending;
+    }
+    return same;
   }
 
   /** Discards or zeroes the unmapped gaps of the image; the bytes beyond the image are left alone. */

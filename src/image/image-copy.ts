@@ -1,25 +1,35 @@
 // From "an image spec and a target" to a written, verified disk: finds and checks the
 // bmap, opens the source and the target, and runs the copy engine. Shared by
 // `bootline image copy` and the deploy-image task.
-import type { Readable } from 'node:stream';
 import { openSource } from './sources/open.ts';
 import { findBmap } from './sources/find-bmap.ts';
 import { parseBmap } from './bmap/parse.ts';
 import { openTarget } from './target.ts';
 import { copyImage } from './copy.ts';
 import type { Bmap, SourceOptions } from './types.ts';
+import { checkBmapTrust, checkImageTrust, readSmall, type TrustOptions } from './trust.ts';
+import { MAX_BMAP_BYTES } from './bmap/parse.ts';
+import { findSha256Sidecar } from './sources/find-sidecar.ts';
 
 export interface ImageCopyOptions {
   image: string;
   target: string;
   /** A bmap path/URL; false: do not use one (--nobmap); undefined: look for one like bmaptool. */
   bmap?: string | false;
+  /** sha256 of the decompressed image (used when there is no bmap). */
   sha256?: string;
+  /** sha256 of the image file as stored; found in a .sha256sum/SHA256SUMS sidecar when not given. */
+  sourceSha256?: string;
+  /** false: do not look for a sha256 sidecar. */
+  sidecar?: boolean;
+  /** Read the target first and write only the ranges that differ. */
+  skipIdentical?: boolean;
   verify?: boolean;
   holes?: 'skip' | 'discard' | 'zero';
   /** Allow a regular file as target (created if missing), as bmaptool does. */
   allowFile?: boolean;
   source?: SourceOptions;
+  trust?: TrustOptions;
   signal?: AbortSignal;
   onProgress?: (p: { bytesDone: number; bytesTotal?: number; rate: number; etaSeconds?: number; phase: string }) => void;
   onLog?: (message: string) => void;
@@ -31,21 +41,35 @@ export interface ImageCopyResult {
   mappedBytes: number;
   compression: string;
   repairedRanges: number;
+  skippedRanges: number;
+  skippedBytes: number;
   seconds: number;
+  sha256From?: string;
 }
-
-/** The most a bmap may weigh: a huge one is a mistake or an attack, not an image map. */
-const MAX_BMAP_BYTES = 64 * 1024 * 1024;
 
 export async function copyImageSpec(o: ImageCopyOptions): Promise<ImageCopyResult> {
   const log = o.onLog ?? (() => {});
   const bmapSpec = o.bmap === false ? undefined : (o.bmap ?? (await findBmap(o.image, o.source)));
   let bmap: Bmap | undefined;
+  let sha256 = o.sha256;
+  // Signatures are checked on the bmap's bytes before it is even parsed.
   if (bmapSpec) {
-    bmap = parseBmap(await readAll(bmapSpec, o.source, o.signal), bmapSpec);
+    const bytes = await readSmall(bmapSpec, MAX_BMAP_BYTES, o.source, o.signal);
+    bmap = parseBmap(await checkBmapTrust(bmapSpec, bytes, o.trust ?? {}, o.source, log), bmapSpec);
     log(`using bmap ${bmapSpec}: ${bmap.ranges.length} ranges, ${bmap.mappedBlocksCount * bmap.blockSize} of ${bmap.imageSize} bytes mapped`);
-  } else if (o.bmap !== false) {
-    log(`no bmap found for ${o.image}: writing every byte`);
+  } else {
+    if (o.bmap !== false) log(`no bmap found for ${o.image}: writing every byte`);
+    sha256 = await checkImageTrust(o.image, o.trust ?? {}, o.sha256, o.source, log);
+  }
+  let sourceSha256 = o.sourceSha256;
+  let sha256From: string | undefined;
+  if (!bmap && !sha256 && !sourceSha256 && o.sidecar !== false) {
+    const sc = await findSha256Sidecar(o.image, o.source);
+    if (sc) {
+      sourceSha256 = sc.sha256;
+      sha256From = sc.from;
+      log(`checking the image file against sha256 ${sc.sha256} from ${sc.from}`);
+    }
   }
   // Everything that can be checked is checked before the target is opened for writing.
   const source = await openSource(o.image, o.source);
@@ -57,31 +81,16 @@ export async function copyImageSpec(o: ImageCopyOptions): Promise<ImageCopyResul
       ...(bmap ? { bmap } : {}),
       ...(o.holes ? { holes: o.holes } : {}),
       ...(o.verify !== undefined ? { verify: o.verify } : {}),
-      ...(o.sha256 ? { sha256: o.sha256 } : {}),
+      ...(sha256 ? { sha256 } : {}),
+      ...(sourceSha256 ? { sourceSha256 } : {}),
+      ...(o.skipIdentical ? { skipIdentical: true } : {}),
       ...(o.signal ? { signal: o.signal } : {}),
       ...(o.onProgress ? { onProgress: o.onProgress } : {}),
       onLog: log,
     });
-    return { ...(bmapSpec ? { bmap: bmapSpec } : {}), ...r };
+    return { ...(bmapSpec ? { bmap: bmapSpec } : {}), ...(sha256From ? { sha256From } : {}), ...r };
   } finally {
     await target.close();
     await source.close?.();
   }
-}
-
-async function readAll(spec: string, opts: SourceOptions | undefined, signal?: AbortSignal): Promise<string> {
-  const src = await openSource(spec, opts);
-  const stream: Readable = await src.open(0, signal);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of stream) {
-    size += (c as Buffer).length;
-    if (size > MAX_BMAP_BYTES) {
-      stream.destroy();
-      throw new Error(`${spec}: larger than ${MAX_BMAP_BYTES / 1024 / 1024} MiB — not a bmap`);
-    }
-    chunks.push(c as Buffer);
-  }
-  await src.close?.();
-  return Buffer.concat(chunks).toString('utf8');
 }

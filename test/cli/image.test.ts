@@ -142,3 +142,42 @@ test('image create writes a bmap bmaptool copy accepts, and image verify finds a
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /blocks 768-769 \(bytes 3145728-3153919\) do not match/);
 });
+
+test('with trusted keys, a bmap signed by another key or not signed at all is refused before writing', () => {
+  const dir = fixtureDir();
+  const bmap = join(dir, 'test.image.bmap');
+  assert.equal(bootline(['image', 'keygen', join(dir, 'line')]).status, 0);
+  assert.equal(bootline(['image', 'keygen', join(dir, 'other')]).status, 0);
+  const copy = (out: string) => bootline(['image', 'copy', '--trusted-keys', join(dir, 'line.pub'), join(dir, 'test.image.gz'), join(dir, out)]);
+
+  const unsigned = copy('unsigned.img');
+  assert.equal(unsigned.status, 1);
+  assert.match(unsigned.stderr, /test\.image\.bmap is not signed .* trusted keys are configured .*refusing to write it/);
+  assert.equal(existsSync(join(dir, 'unsigned.img')), false);
+
+  assert.equal(bootline(['image', 'sign', bmap, '--key', join(dir, 'other.key')]).status, 0);
+  const wrong = copy('wrong.img');
+  assert.equal(wrong.status, 1);
+  assert.match(wrong.stderr, /not among the trusted keys/);
+  assert.equal(existsSync(join(dir, 'wrong.img')), false);
+
+  assert.equal(bootline(['image', 'sign', bmap, '--key', join(dir, 'line.key')]).status, 0);
+  const ok = copy('ok.img');
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stderr, /bmap signature .*test\.image\.bmap\.ed25519\.sig verified/);
+
+  writeFileSync(bmap, readFileSync(bmap, 'utf8').replace('<ImageSize>', '<ImageSize> ')); // one byte changed after signing
+  const tampered = copy('tampered.img');
+  assert.equal(tampered.status, 1);
+  assert.match(tampered.stderr, /does not match/);
+  assert.equal(existsSync(join(dir, 'tampered.img')), false);
+});
+
+test('--skip-identical writes nothing when the target already holds the image', () => {
+  const dir = fixtureDir();
+  const out = join(dir, 'out.img');
+  assert.equal(bootline(['image', '-q', 'copy', join(dir, 'test.image.gz'), out]).status, 0);
+  const again = bootline(['image', 'copy', '--skip-identical', join(dir, 'test.image.gz'), out]);
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stderr, /wrote 0 bytes .* range\(s\) \(\d+ bytes\) already on the target/);
+});

@@ -255,6 +255,7 @@ describe('choosing the target (pure)', () => {
       nobmap: false,
       verify: true,
       holes: 'skip',
+      skipIdentical: false,
       allowFile: false,
     });
     assert.ok(Value.Check(DeployImageOptions, ok));

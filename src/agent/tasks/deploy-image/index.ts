@@ -60,6 +60,9 @@ export const DeployImageOptions = Type.Object(
     ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA bundle file for https' })),
     token: Type.Optional(Type.String({ minLength: 1, description: 'bearer token for http(s) (Authorization: Bearer)' })),
     headers: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'extra HTTP request headers' })),
+    skipIdentical: Type.Optional(Type.Boolean({ default: false, description: 'read the target first and write only ranges that differ' })),
+    trustedKeys: Type.Optional(Type.String({ minLength: 1, description: 'file of trusted ed25519 public keys: unsigned images are refused' })),
+    keyring: Type.Optional(Type.String({ minLength: 1, description: 'GPG keyring: the bmap must carry a valid GPG signature' })),
     allowFile: Type.Optional(Type.Boolean({ default: false, description: 'accept a regular file (created if missing) as target: tests, dry labs' })),
   },
   { additionalProperties: false },
@@ -324,6 +327,8 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
         verify: o.verify ?? true,
         holes: o.holes ?? 'skip',
         allowFile: choice.kind !== 'block',
+        skipIdentical: o.skipIdentical ?? false,
+        trust: { ...(o.trustedKeys ? { trustedKeys: o.trustedKeys } : {}), ...(o.keyring ? { keyring: o.keyring } : {}) },
         source,
         signal: ctx.signal,
         onLog: (m) => ctx.log('info', m),
@@ -341,6 +346,7 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
       result.compression === 'none' ? 'raw image' : `${result.compression} image`,
       result.bmap ? `bmap ${result.bmap}, ${formatBytes(result.mappedBytes)} mapped` : 'no bmap',
       ...(result.repairedRanges > 0 ? [`${result.repairedRanges} range(s) repaired`] : []),
+      ...(result.skippedRanges > 0 ? [`${result.skippedRanges} range(s) already on the target`] : []),
       ...(o.sha256 ? ['sha256 verified'] : []),
     ];
     ctx.log('info', `wrote ${formatBytes(result.bytesWritten)} to ${dev} in ${formatDuration(result.seconds * 1000)} (${extras.join(', ')})`);
