@@ -188,6 +188,7 @@ const { server, base } = await serve(CACHE);
 const file = (f: string) => (f === 'raw' ? img : `${img}.${f}`);
 const url = (f: string) => `${base}/${file(f).slice(CACHE.length + 1)}`;
 
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 type Row = { format: string; transport: string; bmaptool: number[]; bootline: number[]; rss: number[]; limit?: number };
 const rows: Row[] = [];
 try {
@@ -195,13 +196,20 @@ try {
   // Each with the decompressor bootline itself uses (gzip: node's zlib in-process).
   const gunzip = `${process.execPath} -e "require('fs').createReadStream(process.argv[1]).pipe(require('zlib').createGunzip({chunkSize:262144})).resume()"`;
   const decompress: Record<string, string[]> = { gz: [gunzip], xz: ['xz', '-dc', '-T0'], zst: ['zstd', '-dc'] };
-  dropCaches();
-  const rawWrite = await timed(process.execPath, [BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
-  const limits: Record<string, number> = { raw: rawWrite.seconds };
+  // Each limit is a median over the same number of runs as the copies (a single cold
+  // first run measured noticeably slower than the rest).
+  const medianOf = async (cmd: string, a: string[]) => {
+    const t: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      dropCaches();
+      t.push((await timed(cmd, a)).seconds);
+    }
+    return median(t);
+  };
+  const rawWrite = await medianOf(process.execPath, [BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
+  const limits: Record<string, number> = { raw: rawWrite };
   for (const f of FORMATS.filter((x) => x !== 'raw')) {
-    dropCaches();
-    const d = await timed('sh', ['-c', `${decompress[f]!.join(' ')} '${file(f)}' > /dev/null`]);
-    limits[f] = Math.max(d.seconds, rawWrite.seconds);
+    limits[f] = Math.max(await medianOf('sh', ['-c', `${decompress[f]!.join(' ')} '${file(f)}' > /dev/null`]), rawWrite);
   }
   for (const transport of TRANSPORTS) {
     for (const f of FORMATS) {
@@ -225,7 +233,6 @@ try {
   sh('losetup', ['-d', loop]);
 }
 
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 const lines = [
   `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}, bmaptool ${sh('bmaptool', ['--version']).trim().split(' ').pop()}.`,
