@@ -26,6 +26,8 @@ root_sectors=$(( (256 * 1024 * 1024 / 512) - 67584 - 34 ))
 mke2fs -q -t ext4 -L root -d "$DEMO/root" "$DEMO/root.img" "$((root_sectors / 2))k"
 dd if="$DEMO/esp.img" of="$img" bs=512 seek=2048 conv=notrunc,sparse status=none
 dd if="$DEMO/root.img" of="$img" bs=512 seek=67584 conv=notrunc,sparse status=none
+# The block map: deploy-image finds it beside the image and writes only mapped blocks.
+node dist/bootline.mjs image create "$img" -o "$img.bmap"
 gzip -1 -c "$img" > "$img.gz"
 echo "   $(du -h --apparent-size "$img.gz" | cut -f1) compressed; $(du -h "$img" | cut -f1) of $(du -h --apparent-size "$img" | cut -f1) holds data"
 

@@ -226,7 +226,7 @@ describe('choosing the target (pure)', () => {
     assert.equal(known.bytesTotal, 100);
     assert.equal(known.rate, 50);
     assert.equal(known.etaSeconds, 1.5);
-    assert.match(known.message ?? '', /writing \/dev\/sdb: 25 B of 100 B/);
+    assert.equal(known.message, 'writing /dev/sdb');
     // A .zst without a bmap: 3 s in, 1 s to go by the compressed bytes -> 75 %.
     const est = taskProgressOf({ bytesDone: 3000, rate: 1000, etaSeconds: 1, phase: 'writing' }, 3, '/dev/sdb');
     assert.equal(est.taskProgress, 75);

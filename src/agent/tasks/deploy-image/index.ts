@@ -238,14 +238,14 @@ export function taskProgressOf(p: EngineProgress, elapsedSeconds: number, target
   if (p.bytesTotal !== undefined && p.bytesTotal > 0) pct = (p.bytesDone / p.bytesTotal) * 100;
   else if (p.bytesTotal === 0) pct = 100;
   else if (p.etaSeconds !== undefined && elapsedSeconds > 0) pct = (elapsedSeconds / (elapsedSeconds + p.etaSeconds)) * 100;
-  const of = p.bytesTotal !== undefined ? ` of ${formatBytes(p.bytesTotal)}` : '';
   return {
     taskProgress: Math.min(100, Math.max(0, pct)),
     bytesDone: p.bytesDone,
     ...(p.bytesTotal !== undefined ? { bytesTotal: p.bytesTotal } : {}),
     rate: p.rate,
     ...(p.etaSeconds !== undefined ? { etaSeconds: p.etaSeconds } : {}),
-    message: `${p.phase} ${target}: ${formatBytes(p.bytesDone)}${of}, ${formatBytes(p.rate)}/s`,
+    // Bytes and rate travel in their own fields; reporters format them (no duplicate here).
+    message: `${p.phase} ${target}`,
   };
 }
 
