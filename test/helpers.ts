@@ -44,3 +44,6 @@ export function thrown<E extends Error>(cls: abstract new (...args: never[]) => 
 
 /** The ConfigError `fn` throws. */
 export const configErrorOf = (fn: () => unknown): ConfigError => thrown(ConfigError, fn);
+
+/** bmaptool's own test image and its bmaps (1.2 to 2.0). */
+export const BMAPTOOL_FIXTURES = join(import.meta.dirname, 'fixtures', 'bmaptool');

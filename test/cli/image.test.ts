@@ -8,10 +8,10 @@ import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { Socket } from 'node:net';
 import { constants } from 'node:fs';
-import { tempDir } from '../helpers.ts';
+import { tempDir, BMAPTOOL_FIXTURES } from '../helpers.ts';
 
 const BUNDLE = join(import.meta.dirname, '..', '..', 'dist', 'bootline.mjs');
-const FIXTURES = join(import.meta.dirname, '..', '..', '..', 'shared', 'fixtures', 'bmaptool');
+const FIXTURES = BMAPTOOL_FIXTURES;
 const IMAGE = gunzipSync(readFileSync(join(FIXTURES, 'test.image.gz')));
 
 function bootline(args: string[]) {

@@ -4,9 +4,9 @@ import { readFileSync } from 'node:fs';
 import { BmapError, parseBmap, MAX_BMAP_BYTES } from '../../src/image/bmap/parse.ts';
 import { formatBmap, humanSize } from '../../src/image/bmap/write.ts';
 import type { Bmap } from '../../src/image/types.ts';
-import { thrown } from '../helpers.ts';
+import { thrown, BMAPTOOL_FIXTURES } from '../helpers.ts';
 
-const FIX = '/work/shared/fixtures/bmaptool';
+const FIX = BMAPTOOL_FIXTURES;
 const fixture = (v: string) => readFileSync(`${FIX}/test.image.bmap.v${v}`, 'utf8');
 
 const bmapErrorOf = (fn: () => unknown): BmapError => thrown(BmapError, fn);

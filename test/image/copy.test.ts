@@ -16,9 +16,9 @@ import type { Target } from '../../src/image/target.ts';
 import { parseBmap } from '../../src/image/bmap/parse.ts';
 import { bootMedia } from '../../src/agent/tasks/deploy-image/target.ts';
 import type { Bmap, Compression, Source } from '../../src/image/types.ts';
-import { tempDir } from '../helpers.ts';
+import { tempDir, BMAPTOOL_FIXTURES } from '../helpers.ts';
 
-const FIX = '/work/shared/fixtures/bmaptool';
+const FIX = BMAPTOOL_FIXTURES;
 const dir = tempDir('bootline-copy-');
 const IMAGE = join(dir, 'test.image');
 const BS = 4096;

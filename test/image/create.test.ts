@@ -8,14 +8,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { tempDir } from '../helpers.ts';
+import { tempDir, BMAPTOOL_FIXTURES } from '../helpers.ts';
 import { dataExtents } from '../../src/image/holes.ts';
 import { createBmap, extentsToRanges } from '../../src/image/create.ts';
 import { verifyRanges } from '../../src/image/verify.ts';
 import { formatBmap } from '../../src/image/bmap/write.ts';
 import { parseBmap } from '../../src/image/bmap/parse.ts';
 
-const FIX = '/work/shared/fixtures/bmaptool';
+const FIX = BMAPTOOL_FIXTURES;
 const bmaptoolVersion = (() => {
   const r = spawnSync('bmaptool', ['--version'], { encoding: 'utf8' });
   return r.status === 0 ? `${r.stdout}${r.stderr}`.trim() : undefined;

@@ -19,9 +19,9 @@ import {
 } from '../../src/image/signature.ts';
 import { GpgError, extractClearsigned, gpgSignatureCandidates, isClearsigned, verifyGpg } from '../../src/image/gpg.ts';
 import { parseBmap } from '../../src/image/bmap/parse.ts';
-import { thrown } from '../helpers.ts';
+import { thrown, BMAPTOOL_FIXTURES } from '../helpers.ts';
 
-const BMAP = readFileSync('/work/shared/fixtures/bmaptool/test.image.bmap.v2.0');
+const BMAP = readFileSync(join(BMAPTOOL_FIXTURES, 'test.image.bmap.v2.0'));
 const signer = generateKeyPair();
 const stranger = generateKeyPair();
 
