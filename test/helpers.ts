@@ -1,7 +1,7 @@
 // Shared test helpers: temp dirs that are removed, executable scripts.
 import assert from 'node:assert/strict';
 import { ConfigError } from '../src/config/layer.ts';
-import { mkdtempSync, rmSync, writeFileSync, chmodSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, chmodSync, readFileSync, openSync, readSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
@@ -47,3 +47,20 @@ export const configErrorOf = (fn: () => unknown): ConfigError => thrown(ConfigEr
 
 /** bmaptool's own test image and its bmaps (1.2 to 2.0). */
 export const BMAPTOOL_FIXTURES = join(import.meta.dirname, 'fixtures', 'bmaptool');
+
+/** The first `size` bytes of a device or file, read with plain positional reads. */
+export function readDevice(dev: string, size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  const fd = openSync(dev, 'r');
+  try {
+    let got = 0;
+    while (got < size) {
+      const n = readSync(fd, buf, got, size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return buf;
+}

@@ -16,10 +16,10 @@
 //   clearsigned bmap (it fails parsing the XML), and it needs the `gpgme` module, which Debian
 //   does not ship, for detached signatures (or --no-sig-verify). bootline does both properly.
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { onPath } from '../which.ts';
 
 export const CLEARSIGN_MARKER = '-----BEGIN PGP SIGNED MESSAGE-----';
 /** Detached signature sidecars, in bmaptool's order. */
@@ -308,16 +308,3 @@ function run(cmd: string, args: string[], signal?: AbortSignal): Promise<{ code:
   });
 }
 
-function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
-    if (!dir) continue;
-    const p = join(dir, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}

@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { copyImage } from '../../src/image/copy.ts';
@@ -16,7 +16,7 @@ import type { Target } from '../../src/image/target.ts';
 import { parseBmap } from '../../src/image/bmap/parse.ts';
 import { bootMedia } from '../../src/agent/tasks/deploy-image/target.ts';
 import type { Bmap, Compression, Source } from '../../src/image/types.ts';
-import { tempDir, BMAPTOOL_FIXTURES } from '../helpers.ts';
+import { tempDir, BMAPTOOL_FIXTURES, readDevice } from '../helpers.ts';
 
 const FIX = BMAPTOOL_FIXTURES;
 const dir = tempDir('bootline-copy-');
@@ -94,21 +94,6 @@ async function withLoop<T>(size: number, fn: (dev: string) => Promise<T>): Promi
   }
 }
 
-function readDevice(dev: string, size: number): Buffer {
-  const buf = Buffer.alloc(size);
-  const fd = openSync(dev, 'r');
-  try {
-    let got = 0;
-    while (got < size) {
-      const n = readSync(fd, buf, got, size - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return buf;
-}
 
 function fillDevice(dev: string, size: number): void {
   const fd = openSync(dev, 'r+');

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, ftruncateSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, ftruncateSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, pipeline } from 'node:stream';
 import { copyImage } from '../../src/image/copy.ts';
@@ -13,7 +13,7 @@ import type { CopyOptions, CopyProgress } from '../../src/image/copy.ts';
 import { openTarget } from '../../src/image/target.ts';
 import type { Target } from '../../src/image/target.ts';
 import type { Bmap, Source } from '../../src/image/types.ts';
-import { tempDir } from '../helpers.ts';
+import { tempDir, readDevice } from '../helpers.ts';
 
 const MIB = 1024 * 1024;
 const BS = 4096;
@@ -161,21 +161,6 @@ async function copyTo(dev: string, o: Omit<CopyOptions, 'target' | 'bmap'>) {
   }
 }
 
-function readDevice(dev: string): Buffer {
-  const buf = Buffer.alloc(DEVICE_SIZE);
-  const fd = openSync(dev, 'r');
-  try {
-    let got = 0;
-    while (got < DEVICE_SIZE) {
-      const n = readSync(fd, buf, got, DEVICE_SIZE - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return buf;
-}
 
 /** Overwrites `len` bytes at `pos` of the device behind the engine's back (a torn write). */
 function corrupt(dev: string, pos: number, len: number): void {
@@ -189,7 +174,7 @@ function corrupt(dev: string, pos: number, len: number): void {
 
 /** Mapped bytes hold the image; everything else is still 0xAA. */
 function assertDevice(dev: string): void {
-  const disk = readDevice(dev);
+  const disk = readDevice(dev, DEVICE_SIZE);
   let at = 0;
   for (const r of RANGES) {
     const [a, b] = spanOf(r);

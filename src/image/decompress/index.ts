@@ -11,12 +11,11 @@
 // so gzip stays in-process: zlib inflates in the libuv threadpool, off the
 // main thread, and saves the pipe copies a child process costs.
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import type { Readable, Writable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Compression } from '../types.ts';
+import { onPath } from '../../which.ts';
 
 export { detectCompression, DETECT_HEAD_BYTES } from './detect.ts';
 
@@ -58,19 +57,6 @@ const TOOLS: Record<Exclude<Compression, 'none' | 'gzip'>, Tool> = {
   lz4: { commands: [{ cmd: 'lz4', args: ['-dc', '-q'] }], pkg: 'lz4' },
 };
 
-function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
-    if (!dir) continue;
-    const p = join(dir, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /**
  * A decompressor for `kind`. Throws at once (before anything is written) when
