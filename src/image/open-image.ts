@@ -1,0 +1,114 @@
+// Opening an image source: detects the compression and yields the decompressed bytes with backpressure, kept apart from what the copy does with them.
+import type { Duplex, Readable } from 'node:stream';
+import { decompressor } from './decompress/index.ts';
+import { DETECT_HEAD_BYTES, detectCompression } from './decompress/detect.ts';
+import type { Compression, Source } from './types.ts';
+
+export interface OpenedImage {
+  compression: Compression;
+  chunks: AsyncIterable<Buffer>;
+  destroy(err?: Error): void;
+}
+
+function whenWritable(w: Duplex): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      w.off('drain', done).off('close', done);
+      resolve();
+    };
+    w.on('drain', done).on('close', done);
+  });
+}
+
+/**
+ * Opens the source at `offset` and returns its decompressed bytes. With
+ * `known` undefined the compression is detected from the first bytes.
+ */
+export async function openImage(source: Source, offset: number, known: Compression | undefined, signal: AbortSignal | undefined, onRaw: (b: Buffer) => void): Promise<OpenedImage> {
+  let raw: Readable;
+  try {
+    raw = await source.open(offset, signal);
+  } catch (e) {
+    throw new Error(`opening the image ${source.display}${offset > 0 ? ` at byte ${offset}` : ''} failed: ${(e as Error).message}`);
+  }
+  const it = raw[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  const next = async (): Promise<Buffer | undefined> => {
+    let r: IteratorResult<Buffer | string>;
+    try {
+      r = await it.next();
+    } catch (e) {
+      throw new Error(`reading the image ${source.display} failed: ${(e as Error).message}`);
+    }
+    if (r.done) return undefined;
+    const b = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    onRaw(b);
+    return b;
+  };
+  const head: Buffer[] = [];
+  let ended = false;
+  if (known === undefined) {
+    // Until the caller holds the stream, an abort must still end a stalled read here.
+    const stop = () => raw.destroy(new Error('stopped'));
+    signal?.addEventListener('abort', stop, { once: true });
+    try {
+      let len = 0;
+      // 16 bytes decide every format; a zstd/lz4 skippable frame first needs more to see past it.
+      const want = () => (len >= 4 && (head[0]?.[0] ?? 0) >> 4 === 5 ? DETECT_HEAD_BYTES : 16);
+      while (len < want()) {
+        const b = await next();
+        if (!b) {
+          ended = true;
+          break;
+        }
+        head.push(b);
+        len += b.length;
+      }
+    } catch (e) {
+      raw.destroy();
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
+  }
+  const compression = known ?? detectCompression(Buffer.concat(head));
+  async function* rawChunks(): AsyncGenerator<Buffer> {
+    try {
+      yield* head;
+      if (ended) return;
+      for (let b = await next(); b; b = await next()) yield b;
+    } finally {
+      // Stopped early (enough read, or a failure downstream): release the connection or file.
+      raw.destroy();
+    }
+  }
+  if (compression === 'none') return { compression, chunks: rawChunks(), destroy: (err) => raw.destroy(err) };
+
+  let dec: Duplex;
+  try {
+    dec = decompressor(compression).stream;
+  } catch (e) {
+    raw.destroy();
+    throw e;
+  }
+  const out = dec;
+  // Feeds the decompressor with backpressure; a source failure fails the decompressed stream.
+  void (async () => {
+    try {
+      for await (const c of rawChunks()) {
+        if (out.destroyed) return;
+        if (!out.write(c)) await whenWritable(out);
+      }
+      if (!out.destroyed) out.end();
+    } catch (e) {
+      out.destroy(e as Error);
+    }
+  })();
+  return {
+    compression,
+    chunks: out,
+    destroy: (err) => {
+      raw.destroy(err);
+      out.destroy(err);
+    },
+  };
+}

@@ -1,0 +1,118 @@
+// The pool of aligned write buffers: coalesces the copy engine's output into large positional writes with periodic syncs, apart from the walk that feeds it.
+import type { Target } from './target.ts';
+
+/** Writes are cut at multiples of this (absolute target offsets), so devices see large aligned writes. */
+export const WRITE_SIZE = 4 * 1024 * 1024;
+/** One buffer filling, two being written (12 MiB). */
+const POOL = 3;
+/**
+ * fdatasync this often, so dirty page cache (and the time an abort or the final sync takes) stays
+ * bounded; one sync runs while writing goes on. bmaptool syncs every 6 MiB.
+ *
+ * Measured (noisy VM, 2 cores) on a loop device, 2 GiB ext4 image with 1.1 GiB mapped, raw source
+ * in tmpfs, wall time of the whole process, interleaved runs:
+ *   3 x 4 MiB, sync 64 MiB    1.54-2.17 s (9 runs, 6 under 1.7), once 2.98   <- chosen
+ *   3 x 4 MiB, sync 256 MiB   2.08-2.22 s
+ *   3 x 8 MiB, sync 64 MiB    1.73-2.35 s
+ *   5 x 4 MiB, sync 64 MiB    2.07-2.20 s
+ *   2 x 4 MiB, sync 64 MiB    2.46-3.24 s
+ *   bmaptool 3.6 copy         1.49-1.79 s
+ * From disk, .zst: 3.3-4.7 s (bmaptool 3.4-4.5); .gz: 4.5-5.5 s (bmaptool 7.4-7.8).
+ * Peak RSS of a bundled run: 105-120 MB whatever the image size (plain node alone: 39 MB).
+ */
+const SYNC_EVERY = 64 * 1024 * 1024;
+
+export /** Coalesces pieces into aligned buffers and keeps up to POOL-1 positional writes in flight. */
+class Writer {
+  private free: Buffer[] = [];
+  private allocated = 0;
+  private inflight: Promise<void>[] = [];
+  private cur: Buffer | undefined;
+  private curStart = 0;
+  private curFill = 0;
+  private curCap = 0;
+  private sinceSync = 0;
+  private syncing: Promise<void> = Promise.resolve();
+  /** Bytes whose write has completed. */
+  written = 0;
+
+  constructor(
+    private readonly target: Target,
+    private readonly onWritten: (n: number) => void,
+  ) {}
+
+  async put(data: Buffer, pos: number): Promise<void> {
+    let off = 0;
+    while (off < data.length) {
+      const at = pos + off;
+      if (!this.cur || at !== this.curStart + this.curFill) {
+        this.flush();
+        await this.acquire(at);
+      }
+      const buf = this.cur as Buffer;
+      const n = Math.min(this.curCap - this.curFill, data.length - off);
+      data.copy(buf, this.curFill, off, off + n);
+      this.curFill += n;
+      off += n;
+      if (this.curFill === this.curCap) this.flush();
+    }
+  }
+
+  private async acquire(at: number): Promise<void> {
+    if (this.sinceSync >= SYNC_EVERY) {
+      // Waits for the previous sync only, so writing goes on while this one runs.
+      await this.syncing;
+      this.sinceSync = 0;
+      this.syncing = this.target.sync();
+      this.syncing.catch(() => undefined);
+    }
+    let buf = this.free.pop();
+    if (!buf && this.allocated < POOL) {
+      buf = Buffer.allocUnsafe(WRITE_SIZE);
+      this.allocated++;
+    }
+    while (!buf) {
+      await this.inflight.shift();
+      buf = this.free.pop();
+    }
+    this.cur = buf;
+    this.curStart = at;
+    this.curFill = 0;
+    this.curCap = WRITE_SIZE - (at % WRITE_SIZE);
+  }
+
+  /** Starts writing the current buffer; does not wait. */
+  private flush(): void {
+    const buf = this.cur;
+    if (!buf) return;
+    this.cur = undefined;
+    const start = this.curStart;
+    const len = this.curFill;
+    if (len === 0) {
+      this.free.push(buf);
+      return;
+    }
+    const p = this.target.write(buf.subarray(0, len), start).then(() => {
+      this.free.push(buf);
+      this.written += len;
+      this.sinceSync += len;
+      this.onWritten(len);
+    });
+    // Observed later by acquire()/drain(); this only keeps a failure from being "unhandled" meanwhile.
+    p.catch(() => undefined);
+    this.inflight.push(p);
+  }
+
+  /** Writes what is buffered and waits for every write and sync; throws the first failure. */
+  async drain(): Promise<void> {
+    this.flush();
+    while (this.inflight.length > 0) await this.inflight.shift();
+    await this.syncing;
+  }
+
+  /** After a failure: lets in-flight writes finish before the caller closes the target. */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.inflight, this.syncing]);
+    this.inflight = [];
+  }
+}
