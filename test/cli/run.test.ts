@@ -149,13 +149,15 @@ test('SIGTERM stops the current task and its children, exits 3, and a re-run res
 test('after a power loss (agent killed with SIGKILL) the re-run skips finished tasks and re-runs the interrupted one', async () => {
   const dir = tempDir();
   script(dir, 'a.sh', `echo a >> "${dir}/trace"`);
-  script(dir, 'b.sh', `echo b >> "${dir}/trace"; [ -e "${dir}/fast" ] || sleep 300`);
+  script(dir, 'b.sh', `echo $$ > "${dir}/b.pid"; echo b >> "${dir}/trace"; [ -e "${dir}/fast" ] || sleep 300`);
   writeFileSync(join(dir, 'c.yaml'), `unattended: true\nreporters: [{ type: console, mode: plain }]\ntasks:\n  - { name: a, script: a.sh, workdir: ${dir} }\n  - { name: b, script: b.sh, workdir: ${dir} }\n`);
   const c = spawn(process.execPath, [BUNDLE, ...isolated(dir, '--config', join(dir, 'c.yaml'))], { stdio: 'ignore' });
   for (let i = 0; i < 200 && !(existsSync(join(dir, 'trace')) && readFileSync(join(dir, 'trace'), 'utf8').includes('b')); i++) await new Promise((r) => setTimeout(r, 50));
   c.kill('SIGKILL');
   await new Promise((r) => c.on('exit', r));
-  spawnSync('pkill', ['-f', `${dir}/b.sh`]);
+  // The agent died without cleaning up, as in a power loss: end the orphaned script's
+  // whole process group (it leads its own group), its sleep included.
+  process.kill(-Number(readFileSync(join(dir, 'b.pid'), 'utf8')), 'SIGKILL');
   const journal = JSON.parse(readFileSync(join(dir, 'state', 'journal.json'), 'utf8'));
   assert.equal(journal.tasks.a.status, 'ok');
   assert.equal(journal.tasks.b.status, 'running');
