@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { ConfigError } from '../src/config/layer.ts';
 import { mkdtempSync, rmSync, writeFileSync, chmodSync, readFileSync, openSync, readSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after } from 'node:test';
 
@@ -63,4 +64,27 @@ export function readDevice(dev: string, size: number): Buffer {
     closeSync(fd);
   }
   return buf;
+}
+
+let loopFiles = 0;
+
+/** A loop device over a new file in `dir` of `size` bytes of `fill`, detached by name afterwards. */
+export async function withLoop<T>(dir: string, size: number, fn: (dev: string) => Promise<T>, fill = 0xaa): Promise<T> {
+  const backing = join(dir, `loop-${loopFiles++}.img`);
+  writeFileSync(backing, Buffer.alloc(size, fill));
+  const dev = execFileSync('losetup', ['-f', '--show', backing], { encoding: 'utf8' }).trim();
+  try {
+    return await fn(dev);
+  } finally {
+    execFileSync('losetup', ['-d', dev]);
+  }
+}
+
+/**
+ * Fails if a loop device over a file in `dir` is still attached. By backing file, not by
+ * name: another test file running meanwhile may reuse a freed /dev/loopN.
+ */
+export function assertNoLoopLeft(dir: string): void {
+  const left = execFileSync('losetup', ['-a'], { encoding: 'utf8' });
+  assert.ok(!left.includes(dir), `a loop device over ${dir} is still attached:\n${left}`);
 }

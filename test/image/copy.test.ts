@@ -16,7 +16,7 @@ import type { Target } from '../../src/image/target.ts';
 import { parseBmap } from '../../src/image/bmap/parse.ts';
 import { bootMedia } from '../../src/agent/tasks/deploy-image/target.ts';
 import type { Bmap, Compression, Source } from '../../src/image/types.ts';
-import { tempDir, BMAPTOOL_FIXTURES, readDevice } from '../helpers.ts';
+import { tempDir, BMAPTOOL_FIXTURES, readDevice, withLoop, assertNoLoopLeft } from '../helpers.ts';
 
 const FIX = BMAPTOOL_FIXTURES;
 const dir = tempDir('bootline-copy-');
@@ -28,7 +28,6 @@ let bmap: Bmap;
 let mapped: [number, number][];
 
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8' }).trim();
-const attached: string[] = [];
 
 const COMPRESSORS: Record<Exclude<Compression, 'none'>, { ext: string; cmd: string[] }> = {
   gzip: { ext: 'gz', cmd: ['gzip', '-c'] },
@@ -54,10 +53,7 @@ before(() => {
   for (const kind of Object.keys(COMPRESSORS) as (keyof typeof COMPRESSORS)[]) compress(IMAGE, kind);
 });
 
-after(() => {
-  const left = sh('losetup', ['-a']);
-  for (const dev of attached) assert.ok(!left.includes(`${dev}:`), `${dev} is still attached`);
-});
+after(() => assertNoLoopLeft(dir));
 
 interface TestSource extends Source {
   opens: number[];
@@ -81,18 +77,6 @@ function fileSource(path: string, o: { seekable?: boolean; firstOpen?: string } 
   };
 }
 
-/** A loop device over a file of `size` bytes of 0xAA, detached afterwards. */
-async function withLoop<T>(size: number, fn: (dev: string) => Promise<T>): Promise<T> {
-  const backing = join(dir, `loop-${attached.length}.img`);
-  writeFileSync(backing, Buffer.alloc(size, 0xaa));
-  const dev = sh('losetup', ['-f', '--show', backing]);
-  attached.push(dev);
-  try {
-    return await fn(dev);
-  } finally {
-    sh('losetup', ['-d', dev]);
-  }
-}
 
 
 function fillDevice(dev: string, size: number): void {
@@ -131,7 +115,7 @@ async function withTarget<T>(path: string, fn: (t: Target) => Promise<T>, opts =
 const MIB = 1024 * 1024;
 
 test('every compression is written to a loop device, mapped blocks only', async () => {
-  await withLoop(MIB, async (dev) => {
+  await withLoop(dir, MIB, async (dev) => {
     for (const kind of ['none', ...Object.keys(COMPRESSORS)] as Compression[]) {
       fillDevice(dev, MIB);
       const file = kind === 'none' ? IMAGE : `${IMAGE}.${COMPRESSORS[kind].ext}`;
@@ -150,14 +134,14 @@ test('every compression is written to a loop device, mapped blocks only', async 
 });
 
 test('holes "zero" zeroes the unmapped blocks inside the image, nothing beyond it', async () => {
-  await withLoop(MIB, async (dev) => {
+  await withLoop(dir, MIB, async (dev) => {
     await withTarget(dev, (target) => copyImage({ source: fileSource(`${IMAGE}.zst`), bmap, target, holes: 'zero' }));
     assertWritten(readDevice(dev, MIB), 0);
   });
 });
 
 test('holes "discard" on a loop device leaves mapped data intact', async () => {
-  await withLoop(MIB, async (dev) => {
+  await withLoop(dir, MIB, async (dev) => {
     const logs: string[] = [];
     await withTarget(dev, (target) => copyImage({ source: fileSource(IMAGE), bmap, target, holes: 'discard', onLog: (m) => logs.push(m) }));
     const disk = readDevice(dev, MIB);
@@ -177,7 +161,7 @@ function corruptImage(): string {
 
 test('a corrupt range from a seekable raw source is read again and repaired', async () => {
   const bad = corruptImage();
-  await withLoop(MIB, async (dev) => {
+  await withLoop(dir, MIB, async (dev) => {
     const source = fileSource(IMAGE, { firstOpen: bad });
     const logs: string[] = [];
     const r = await withTarget(dev, (target) => copyImage({ source, bmap, target, onLog: (m) => logs.push(m) }));
@@ -190,7 +174,7 @@ test('a corrupt range from a seekable raw source is read again and repaired', as
 
 test('a corrupt range from a seekable compressed source is repaired by decompressing again', async () => {
   const bad = compress(corruptImage(), 'zstd');
-  await withLoop(MIB, async (dev) => {
+  await withLoop(dir, MIB, async (dev) => {
     const source = fileSource(`${IMAGE}.zst`, { firstOpen: bad });
     const r = await withTarget(dev, (target) => copyImage({ source, bmap, target }));
     assert.equal(r.repairedRanges, 1);
@@ -217,7 +201,7 @@ test('a corrupt range from a source that cannot be re-read fails, naming the ran
 
 test('an image larger than the target is refused before anything is written', async () => {
   const small = 512 * 1024;
-  await withLoop(small, async (dev) => {
+  await withLoop(dir, small, async (dev) => {
     await withTarget(dev, async (target) => {
       await assert.rejects(copyImage({ source: fileSource(`${IMAGE}.gz`), bmap, target }), /does not fit on .*nothing was written/);
       // Raw, no bmap: the source size is known.
@@ -236,7 +220,7 @@ test('an image larger than the target is refused before anything is written', as
 test('a mounted target is refused, naming the mount point', async () => {
   const mnt = join(dir, 'mnt');
   mkdirSync(mnt);
-  await withLoop(8 * MIB, async (dev) => {
+  await withLoop(dir, 8 * MIB, async (dev) => {
     sh('mkfs.ext4', ['-q', dev]);
     sh('mount', [dev, mnt]);
     try {

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, ftruncateSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, pipeline } from 'node:stream';
 import { copyImage } from '../../src/image/copy.ts';
@@ -13,7 +13,7 @@ import type { CopyOptions, CopyProgress } from '../../src/image/copy.ts';
 import { openTarget } from '../../src/image/target.ts';
 import type { Target } from '../../src/image/target.ts';
 import type { Bmap, Source } from '../../src/image/types.ts';
-import { tempDir, readDevice } from '../helpers.ts';
+import { tempDir, readDevice, withLoop, assertNoLoopLeft } from '../helpers.ts';
 
 const MIB = 1024 * 1024;
 const BS = 4096;
@@ -35,8 +35,6 @@ let bmap: Bmap;
 let mappedBytes: number;
 const spanOf = ([first, last]: [number, number]): [number, number] => [first * BS, Math.min((last + 1) * BS, IMAGE_SIZE)];
 
-const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8' }).trim();
-const attached: string[] = [];
 
 before(() => {
   image = Buffer.alloc(IMAGE_SIZE);
@@ -73,11 +71,7 @@ before(() => {
   };
 });
 
-after(() => {
-  // By backing file, not by name: other test files running meanwhile may reuse a freed /dev/loopN.
-  const left = sh('losetup', ['-a']);
-  assert.ok(!left.includes(dir), `a loop device over ${dir} is still attached (${attached.join(', ')} were used):\n${left}`);
-});
+after(() => assertNoLoopLeft(dir));
 
 interface CountingSource extends Source {
   opens: number[];
@@ -134,18 +128,6 @@ function recording(t: Target): Target & { writes: [number, number][] } {
   };
 }
 
-/** A loop device over a file of DEVICE_SIZE bytes of 0xAA, detached by name afterwards. */
-async function withLoop<T>(fn: (dev: string) => Promise<T>): Promise<T> {
-  const backing = join(dir, `loop-${attached.length}.img`);
-  writeFileSync(backing, Buffer.alloc(DEVICE_SIZE, 0xaa));
-  const dev = sh('losetup', ['-f', '--show', backing]);
-  attached.push(dev);
-  try {
-    return await fn(dev);
-  } finally {
-    sh('losetup', ['-d', dev]);
-  }
-}
 
 /** Copies onto `dev` through a recording target. */
 async function copyTo(dev: string, o: Omit<CopyOptions, 'target' | 'bmap'>) {
@@ -188,7 +170,7 @@ function assertDevice(dev: string): void {
 const sum = (writes: [number, number][]) => writes.reduce((n, [, len]) => n + len, 0);
 
 test('a raw seekable source: the second copy writes nothing and reads almost nothing; a corrupted range is the only one rewritten', async () => {
-  await withLoop(async (dev) => {
+  await withLoop(dir, DEVICE_SIZE, async (dev) => {
     const first = await copyTo(dev, { source: countingSource(IMAGE) });
     assert.equal(first.r.bytesWritten, mappedBytes);
     assert.equal(sum(first.writes), mappedBytes);
@@ -234,7 +216,7 @@ test('a raw seekable source: the second copy writes nothing and reads almost not
 });
 
 test('a compressed source is decompressed, but nothing identical is written', async () => {
-  await withLoop(async (dev) => {
+  await withLoop(dir, DEVICE_SIZE, async (dev) => {
     for (const ext of ['zst', 'gz']) {
       const first = await copyTo(dev, { source: countingSource(`${IMAGE}.${ext}`) });
       assert.equal(first.r.bytesWritten, mappedBytes, ext);
@@ -260,7 +242,7 @@ test('a compressed source is decompressed, but nothing identical is written', as
 
 test('with the sha256 of the image file every source byte is read, and still nothing identical is written', async () => {
   const fileSum = (p: string) => createHash('sha256').update(execFileSync('cat', [p], { maxBuffer: 64 * MIB })).digest('hex');
-  await withLoop(async (dev) => {
+  await withLoop(dir, DEVICE_SIZE, async (dev) => {
     await copyTo(dev, { source: countingSource(IMAGE) });
     const source = countingSource(IMAGE);
     const r = await copyTo(dev, { source, skipIdentical: true, sourceSha256: fileSum(IMAGE) });
