@@ -4,6 +4,7 @@
 // the last progress event of every task always go out.
 import type { BootlineEvent, EventType, TaskProgressEvent } from '../events.ts';
 import { enqueueBounded } from './bounded-queue.ts';
+import { untilDeadline } from './timing.ts';
 import type { Reporter, Warn } from './reporters/reporter.ts';
 
 export interface Subscription {
@@ -100,34 +101,18 @@ class Delivery {
   async close(deadline: number): Promise<void> {
     this.flushPending(undefined);
     if (this.running || this.queue.length > 0) {
-      await raceDeadline(new Promise<void>((r) => this.idle.push(r)), deadline);
+      await untilDeadline(new Promise<void>((r) => this.idle.push(r)), deadline);
     }
     if (this.queue.length > 0 || this.running) this.warn(`reporter ${this.sub.reporter.name}: ${this.queue.length} event(s) not delivered before the deadline`);
     if (this.dropped > 0) this.warn(`reporter ${this.sub.reporter.name}: dropped ${this.dropped} progress/log event(s) because it could not keep up`);
     if (this.sub.reporter.close) {
       try {
-        await raceDeadline(this.sub.reporter.close(deadline), deadline);
+        await untilDeadline(this.sub.reporter.close(deadline), deadline);
       } catch (err) {
         this.warn(`reporter ${this.sub.reporter.name} failed to close: ${(err as Error).message}`);
       }
     }
   }
-}
-
-function raceDeadline<T>(p: Promise<T>, deadline: number): Promise<T | undefined> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }
 
 export class Dispatcher {

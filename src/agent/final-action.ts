@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import type { FinalAction } from '../config/schema.ts';
 import { runProcess, describeResult } from './process.ts';
+import { sleep } from './timing.ts';
 
 const DEFAULT_COMMANDS: Record<string, string> = { reboot: 'reboot', poweroff: 'poweroff' };
 
@@ -14,10 +15,7 @@ export async function performFinalAction(
   if (a.action === 'none') return;
   if (a.delay > 0) {
     say(`${a.action === 'shell' ? 'Starting a shell' : a.action === 'reboot' ? 'Rebooting' : 'Powering off'} in ${a.delay} s`);
-    await new Promise<void>((r) => {
-      const t = setTimeout(r, a.delay * 1000);
-      signal?.addEventListener('abort', () => (clearTimeout(t), r()), { once: true });
-    });
+    await sleep(a.delay * 1000, signal);
     if (signal?.aborted) return;
   }
   if (a.action === 'shell' && !a.command) {

@@ -17,6 +17,7 @@ import { taskEnv } from './task-env.ts';
 import { Tail } from './tail.ts';
 import { TaskError, type BuiltinTask, type TaskProgress } from './tasks/builtin.ts';
 import type { Interaction } from './interaction.ts';
+import { sleep } from './timing.ts';
 
 export interface RunOptions {
   config: Config;
@@ -348,17 +349,3 @@ async function bootSeconds(): Promise<{ bootSeconds?: number }> {
 }
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      { once: true },
-    );
-  });
-}

@@ -6,6 +6,7 @@ import type { ReporterConfigOf } from '../../config/schema.ts';
 import { enqueueBounded } from '../bounded-queue.ts';
 import type { Reporter, Warn } from './reporter.ts';
 import { runProcess } from '../process.ts';
+import { untilDeadline } from '../timing.ts';
 
 /** Events waiting for their command; old progress/log events go first when it fills. */
 const QUEUE_LIMIT = 1000;
@@ -67,12 +68,7 @@ export class CommandReporter implements Reporter {
   }
 
   async close(deadline: number): Promise<void> {
-    const left = deadline - Date.now();
-    if (this.running) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.running, new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, left))))]);
-      clearTimeout(timer);
-    }
+    if (this.running) await untilDeadline(this.running, deadline);
     this.stopped = true;
     const notRun = this.queue.length + (this.current ? 1 : 0);
     this.current?.abort();
