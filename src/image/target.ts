@@ -6,7 +6,7 @@ import { constants } from 'node:fs';
 import { open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { bootMedia, deviceSize, parseMountInfo } from '../agent/tasks/deploy-image/target.ts';
+import { bootMedia, deviceSize, parseMountInfo } from './block-devices.ts';
 import { formatBytes } from '../format.ts';
 
 export interface Target {

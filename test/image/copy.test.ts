@@ -14,7 +14,7 @@ import { detectCompression } from '../../src/image/decompress/detect.ts';
 import { openTarget } from '../../src/image/target.ts';
 import type { Target } from '../../src/image/target.ts';
 import { parseBmap } from '../../src/image/bmap/parse.ts';
-import { bootMedia } from '../../src/agent/tasks/deploy-image/target.ts';
+import { bootMedia } from '../../src/image/block-devices.ts';
 import type { Bmap, Compression, Source } from '../../src/image/types.ts';
 import { tempDir, BMAPTOOL_FIXTURES, readDevice, withLoop, assertNoLoopLeft } from '../helpers.ts';
 

@@ -18,19 +18,14 @@ import { TaskError } from '../../src/agent/tasks/builtin.ts';
 import { deployImage, DeployImageOptions, localCandidates, taskProgressOf } from '../../src/agent/tasks/deploy-image/index.ts';
 import {
   autoSelect,
-  bootDisks,
   byIdMatcher,
-  bootMounts,
   chooseTarget,
-  deviceSize,
   gatherDiskFacts,
-  isBlockDevice,
   isEmpty,
   overwriteDecision,
-  parseMountInfo,
-  parseProcMounts,
   splitCandidates,
 } from '../../src/agent/tasks/deploy-image/target.ts';
+import { bootDisks, bootMounts, deviceSize, isBlockDevice, parseMountInfo, parseProcMounts } from '../../src/image/block-devices.ts';
 import { formatBytes } from '../../src/format.ts';
 import { thrown } from '../helpers.ts';
 import type { DiskFacts, TargetFacts } from '../../src/agent/tasks/deploy-image/target.ts';
