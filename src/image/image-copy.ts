@@ -47,30 +47,46 @@ export interface ImageCopyResult {
   sha256From?: string;
 }
 
-export async function copyImageSpec(o: ImageCopyOptions): Promise<ImageCopyResult> {
+/** Everything known about an image before its target is opened: the checks that can fail early. */
+export interface PreparedImage {
+  bmapSpec?: string;
+  bmap?: Bmap;
+  sha256?: string;
+  sourceSha256?: string;
+  sha256From?: string;
+}
+
+/**
+ * Finds the bmap, checks its signatures on its exact bytes, parses it, and finds what
+ * the whole image must hash to. Callers that must fail before touching or asking about a
+ * disk (the deploy-image task) call this first and hand the result to copyImageSpec.
+ */
+export async function prepareImage(o: Omit<ImageCopyOptions, 'target'>): Promise<PreparedImage> {
   const log = o.onLog ?? (() => {});
   const bmapSpec = o.bmap === false ? undefined : (o.bmap ?? (await findBmap(o.image, o.source)));
-  let bmap: Bmap | undefined;
-  let sha256 = o.sha256;
-  // Signatures are checked on the bmap's bytes before it is even parsed.
   if (bmapSpec) {
     const bytes = await readSmall(bmapSpec, MAX_BMAP_BYTES, o.source, o.signal);
-    bmap = parseBmap(await checkBmapTrust(bmapSpec, bytes, o.trust ?? {}, o.source, log), bmapSpec);
+    const bmap = parseBmap(await checkBmapTrust(bmapSpec, bytes, o.trust ?? {}, o.source, log), bmapSpec);
     log(`using bmap ${bmapSpec}: ${bmap.ranges.length} ranges, ${bmap.mappedBlocksCount * bmap.blockSize} of ${bmap.imageSize} bytes mapped`);
-  } else {
-    if (o.bmap !== false) log(`no bmap found for ${o.image}: writing every byte`);
-    sha256 = await checkImageTrust(o.image, o.trust ?? {}, o.sha256, o.source, log);
+    return { bmapSpec, bmap, ...(o.sha256 ? { sha256: o.sha256 } : {}), ...(o.sourceSha256 ? { sourceSha256: o.sourceSha256 } : {}) };
   }
-  let sourceSha256 = o.sourceSha256;
-  let sha256From: string | undefined;
-  if (!bmap && !sha256 && !sourceSha256 && o.sidecar !== false) {
+  if (o.bmap !== false) log(`no bmap found for ${o.image}: writing every byte`);
+  const sha256 = await checkImageTrust(o.image, o.trust ?? {}, o.sha256, o.source, log);
+  const prepared: PreparedImage = { ...(sha256 ? { sha256 } : {}), ...(o.sourceSha256 ? { sourceSha256: o.sourceSha256 } : {}) };
+  if (!sha256 && !o.sourceSha256 && o.sidecar !== false) {
     const sc = await findSha256Sidecar(o.image, o.source);
     if (sc) {
-      sourceSha256 = sc.sha256;
-      sha256From = sc.from;
+      prepared.sourceSha256 = sc.sha256;
+      prepared.sha256From = sc.from;
       log(`checking the image file against sha256 ${sc.sha256} from ${sc.from}`);
     }
   }
+  return prepared;
+}
+
+export async function copyImageSpec(o: ImageCopyOptions, prepared?: PreparedImage): Promise<ImageCopyResult> {
+  const log = o.onLog ?? (() => {});
+  const { bmapSpec, bmap, sha256, sourceSha256, sha256From } = prepared ?? (await prepareImage(o));
   // Everything that can be checked is checked before the target is opened for writing.
   const source = await openSource(o.image, o.source);
   const target = await openTarget(o.target, { allowFile: o.allowFile === true, create: o.allowFile === true });

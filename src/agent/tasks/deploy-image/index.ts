@@ -4,7 +4,7 @@
 // Order matters: every input is checked before the disk is touched (the image
 // exists, the bmap parses and fits, the target is chosen and may be
 // overwritten), the target is published, and only then does copying start.
-import { open, readFile, realpath, stat } from 'node:fs/promises';
+import { open, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Type } from '@sinclair/typebox';
@@ -14,12 +14,11 @@ import { autoSelect, chooseTarget, gatherDiskFacts, isEmpty, overwriteDecision, 
 import { bootMedia, deviceSize } from '../../../image/block-devices.ts';
 import type { TargetChoice } from './target.ts';
 import { formatBytes, formatDuration } from '../../../format.ts';
-import { copyImageSpec } from '../../../image/image-copy.ts';
-import type { ImageCopyOptions } from '../../../image/image-copy.ts';
-import { parseBmap, MAX_BMAP_BYTES } from '../../../image/bmap/parse.ts';
+import { copyImageSpec, prepareImage } from '../../../image/image-copy.ts';
+import type { ImageCopyOptions, PreparedImage } from '../../../image/image-copy.ts';
+import { BmapError } from '../../../image/bmap/parse.ts';
 import { findBmap } from '../../../image/sources/find-bmap.ts';
 import { DETECT_HEAD_BYTES, detectCompression } from '../../../image/decompress/detect.ts';
-import type { Bmap, SourceOptions } from '../../../image/types.ts';
 
 export const DeployImageOptions = Type.Object(
   {
@@ -137,34 +136,21 @@ export async function resolveInput(name: string, installData: string, what: 'ima
 
 const specOf = (r: ResolvedImage) => (r.kind === 'local' ? r.path : r.spec);
 
-interface BmapPlan {
-  /** What copyImageSpec gets: a spec, false (no bmap), or undefined (look beside a remote image). */
-  spec: string | false | undefined;
-  /** Parsed already when local, so a bad bmap fails before anyone is asked anything. */
-  parsed?: Bmap;
-}
-
-async function planBmap(o: Options, image: ResolvedImage, installData: string, log: TaskContext['log']): Promise<BmapPlan> {
+/** The bmap copyImageSpec gets: a spec, false (no bmap), or undefined (look beside a remote image). */
+async function planBmap(o: Options, image: ResolvedImage, installData: string, log: TaskContext['log']): Promise<string | false | undefined> {
   if (o.nobmap && o.bmap !== undefined) throw new TaskError('the options bmap and nobmap contradict each other: give one of them');
-  if (o.nobmap) return { spec: false };
+  if (o.nobmap) return false;
   let found: ResolvedImage | undefined;
   if (o.bmap !== undefined) found = await resolveInput(o.bmap, installData, 'bmap');
   else if (image.kind === 'local') {
     const beside = await findBmap(image.path);
     if (beside === undefined) {
       log('info', `no bmap beside ${image.path}: writing every byte of the image`);
-      return { spec: false };
+      return false;
     }
     found = await resolveInput(beside, installData, 'bmap');
   }
-  if (!found) return { spec: undefined };
-  if (found.kind === 'remote') return { spec: found.spec };
-  if (found.size > MAX_BMAP_BYTES) throw new TaskError(`bmap ${found.path} is ${formatBytes(found.size)}: too large to be a bmap`);
-  try {
-    return { spec: found.path, parsed: parseBmap(await readFile(found.path, 'utf8'), found.path) };
-  } catch (e) {
-    throw new TaskError(`bmap ${found.path} cannot be used: ${(e as Error).message}. Fix or remove it, or set nobmap: true`);
-  }
+  return found ? specOf(found) : undefined;
 }
 
 /** First bytes of a local image, so that a raw image too big for the disk is refused before anyone is asked. */
@@ -269,9 +255,33 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
     const policy = o.overwrite ?? 'ABORT';
     const installData = o.installData ?? '/install';
 
-    // 1. Inputs: the image, its bmap.
+    // 1. Inputs: the image and its bmap, read, signature-checked and parsed once, here,
+    //    so that a bad or unsigned one fails before anyone is asked anything.
     const image = await resolveInput(o.image, installData, 'image');
-    const bmap = await planBmap(o, image, installData, ctx.log);
+    const copy: Omit<ImageCopyOptions, 'target'> = {
+      image: specOf(image),
+      ...(await planBmap(o, image, installData, ctx.log).then((b) => (b !== undefined ? { bmap: b } : {}))),
+      ...(o.sha256 !== undefined ? { sha256: o.sha256 } : {}),
+      verify: o.verify ?? true,
+      holes: o.holes ?? 'skip',
+      skipIdentical: o.skipIdentical ?? false,
+      trust: { ...(o.trustedKeys ? { trustedKeys: o.trustedKeys } : {}), ...(o.keyring ? { keyring: o.keyring } : {}) },
+      source: {
+        ...(o.ca !== undefined ? { ca: o.ca } : {}),
+        ...(o.token !== undefined ? { token: o.token } : {}),
+        ...(o.headers !== undefined ? { headers: o.headers } : {}),
+        onRetry: (m) => ctx.log('warn', m),
+      },
+      signal: ctx.signal,
+      onLog: (m) => ctx.log('info', m),
+    };
+    let prepared: PreparedImage;
+    try {
+      prepared = await prepareImage(copy);
+    } catch (e) {
+      if (e instanceof BmapError) throw new TaskError(`bmap ${e.source} cannot be used: ${e.message}. Fix or remove it, or set nobmap: true`);
+      throw asTaskError(e);
+    }
 
     // 2. The target, and whether the image fits on it.
     const choice = await selectTarget(o, ctx);
@@ -279,8 +289,8 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
     const size = choice.kind === 'new-file' ? 0 : await deviceSize(dev);
     const label = `${dev} (${formatBytes(size)})`;
     if (choice.kind === 'block') {
-      const needs = bmap.parsed
-        ? bmap.parsed.imageSize
+      const needs = prepared.bmap
+        ? prepared.bmap.imageSize
         : image.kind === 'local' && detectCompression(await head(image.path)) === 'none'
           ? image.size
           : undefined;
@@ -309,37 +319,25 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
 
     // 4. Publish the target, then write.
     ctx.setOutput('target', dev);
-    const source: SourceOptions = {
-      ...(o.ca !== undefined ? { ca: o.ca } : {}),
-      ...(o.token !== undefined ? { token: o.token } : {}),
-      ...(o.headers !== undefined ? { headers: o.headers } : {}),
-      onRetry: (m) => ctx.log('warn', m),
-    };
     ctx.log('info', `writing ${specOf(image)}${image.kind === 'local' ? ` (${formatBytes(image.size)})` : ''} to ${label}`);
     const started = performance.now();
     let last = 0;
     let result;
     try {
-      result = await copyImageSpec({
-        image: specOf(image),
-        target: dev,
-        ...(bmap.spec !== undefined ? { bmap: bmap.spec } : {}),
-        ...(o.sha256 !== undefined ? { sha256: o.sha256 } : {}),
-        verify: o.verify ?? true,
-        holes: o.holes ?? 'skip',
-        allowFile: choice.kind !== 'block',
-        skipIdentical: o.skipIdentical ?? false,
-        trust: { ...(o.trustedKeys ? { trustedKeys: o.trustedKeys } : {}), ...(o.keyring ? { keyring: o.keyring } : {}) },
-        source,
-        signal: ctx.signal,
-        onLog: (m) => ctx.log('info', m),
+      result = await copyImageSpec(
+        {
+          ...copy,
+          target: dev,
+          allowFile: choice.kind !== 'block',
         onProgress: (p) => {
           const tp = taskProgressOf(p, (performance.now() - started) / 1000, dev);
           // Never backwards (a repair pass restarts the engine's count).
           last = Math.max(last, tp.taskProgress);
           ctx.progress({ ...tp, taskProgress: last });
+          },
         },
-      });
+        prepared,
+      );
     } catch (e) {
       throw asTaskError(e);
     }
