@@ -29,6 +29,7 @@ import { bootDisks, bootMounts, deviceSize, isBlockDevice, parseMountInfo, parse
 import { formatBytes } from '../../src/format.ts';
 import { thrown } from '../helpers.ts';
 import type { DiskFacts, TargetFacts } from '../../src/agent/tasks/deploy-image/target.ts';
+import { generateKeyPair } from '../../src/image/signature.ts';
 
 type Opts = Static<typeof DeployImageOptions>;
 const MiB = 1024 * 1024;
@@ -599,6 +600,15 @@ describe('writing onto a real loop device', { skip: loopSkipReason() }, () => {
     const bad = fakeCtx({ image: img, target: [dev] }, { unattended: false, answer: true });
     await rejectsWith(deployImage.run(bad.ctx), /bmap .*badmap\.img\.bmap cannot be used: .*nobmap: true/);
     assert.deepEqual(bad.questions, []);
+
+    // With trusted keys, an unsigned bmap is refused before the question too.
+    const signed = join(tmp, 'unsigned.img');
+    writeFileSync(signed, Buffer.alloc(4096, 2));
+    execFileSync('bmaptool', ['create', '-o', `${signed}.bmap`, signed]);
+    writeFileSync(join(tmp, 'trusted.pub'), generateKeyPair().publicPem);
+    const unsigned = fakeCtx({ image: signed, target: [dev], trustedKeys: join(tmp, 'trusted.pub') }, { unattended: false, answer: true });
+    await rejectsWith(deployImage.run(unsigned.ctx), /unsigned\.img\.bmap is not signed .*refusing to write it/);
+    assert.deepEqual(unsigned.questions, []);
 
     const big = join(tmp, 'big.img');
     writeFileSync(big, Buffer.concat([Buffer.from([0xeb]), Buffer.alloc(9 * MiB - 1, 7)]));
