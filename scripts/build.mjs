@@ -5,17 +5,30 @@ import { readFileSync } from 'node:fs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 
-await build({
-  entryPoints: ['src/cli/main.ts'],
-  outfile: 'dist/bootline.mjs',
+const common = {
   bundle: true,
   platform: 'node',
   format: 'esm',
   target: 'node20',
   sourcemap: false,
   legalComments: 'none',
-  define: { BOOTLINE_VERSION: JSON.stringify(pkg.version) },
+  logLevel: 'warning',
+};
+
+await build({
+  ...common,
+  entryPoints: ['src/cli/main.ts'],
+  outfile: 'dist/bootline.mjs',
+  define: { BOOTLINE_VERSION: JSON.stringify(pkg.version), BOOTLINE_SERVER_ENTRY: JSON.stringify('./bootline-server.mjs') },
   // Some CommonJS dependencies call require() for node builtins; give the ESM bundle one.
   banner: { js: "#!/usr/bin/env node\nimport { createRequire as __bootlineRequire } from 'node:module';\nconst require = __bootlineRequire(import.meta.url);" },
-  logLevel: 'warning',
+});
+
+// The server: its own file, which loads Fastify, the database drivers (better-sqlite3 is
+// native) and the rest from node_modules instead of carrying them.
+await build({
+  ...common,
+  entryPoints: ['src/server/main.ts'],
+  outfile: 'dist/bootline-server.mjs',
+  packages: 'external',
 });

@@ -10,9 +10,12 @@ cd "$(dirname "$0")/.."
 # the decompressors the image engine runs (gzip, pigz, xz-utils, zstd, bzip2, lbzip2, lz4);
 # bmap-tools is the reference bmaptool the tests and the benchmark compare with;
 # openssl makes test certificates; make and g++ build the SEEK_DATA addon; gpgv checks
-# GPG-signed bmaps (gnupg makes the test keys).
+# GPG-signed bmaps (gnupg makes the test keys). The server: postgresql is the second
+# database the tests run it on (they start their own instance), curl is the real TFTP and
+# HTTP client of its tests, ipxe provides the iPXE binaries it serves over TFTP.
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
-  gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg)
+  gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
+  postgresql curl ipxe)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 // `copy` takes bmaptool's options with the same names, so that a bmaptool command line
 // works with `bootline image copy` in its place.
 import { Option, type Command } from 'commander';
+import { loadServerModule } from './server-module.ts';
 import { writeFile } from 'node:fs/promises';
 import { runCopyCommand } from '../image/copy-command.ts';
 import { createBmap } from '../image/create.ts';
@@ -105,6 +106,23 @@ export function registerImage(program: Command, version: string): void {
       const out = o.output ?? `${file}${SIGNATURE_SUFFIX}`;
       await writeFile(out, text);
       process.stdout.write(`wrote ${out}\n`);
+    });
+
+  image
+    .command('add')
+    .description("register an image with a server's data dir: served at /images/<name>/<file name>, its bmap beside it")
+    .argument('<file>', 'the image file (raw or compressed); a raw sparse file without a bmap gets one')
+    .option('--data <dir>', 'the server data directory (default ./bootline-data)')
+    .option('--db <url>', 'the server database (default sqlite:<data>/bootline.db)')
+    .option('--config <file>', 'the server settings file, for data and db')
+    .option('--name <name>', 'image name (default: the file name without its extensions)')
+    .option('--version <text>', 'a version to show beside the name')
+    .option('--bmap <file>', 'its bmap (default: looked for beside the file, like bmaptool)')
+    .option('--sign-key <file>', 'ed25519 private key: also write the signature over the bmap (or the sha256)')
+    .option('--replace', 'replace an image file of the same name with different content')
+    .action(async (file: string, o: Record<string, string | boolean | undefined>) => {
+      const server = await loadServerModule();
+      process.stdout.write(`${await server.imageAdd(file, o)}\n`);
     });
 
   image

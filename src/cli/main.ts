@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { registerRun } from './run.ts';
 import { registerImage } from './image.ts';
+import { registerServe } from './serve.ts';
 
 declare const BOOTLINE_VERSION: string;
 const version = typeof BOOTLINE_VERSION === 'string' ? BOOTLINE_VERSION : '0.0.0-dev';
@@ -13,6 +14,7 @@ const program = new Command('bootline')
 
 registerRun(program, version);
 registerImage(program, version);
+registerServe(program);
 
 // Errors meant for the user (bad input, a failed copy) print their message; programming
 // errors print their stack, so that a bug report has it.
