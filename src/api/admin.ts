@@ -34,6 +34,8 @@ export const Device = Type.Object({
   /** Last message of a failure, for the dashboard's tile. */
   message: Nullable(Type.String()),
   inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  /** Running, but no event for the server's `stalledAfter` seconds (set by the management API). */
+  stalled: Type.Optional(Type.Boolean()),
 });
 export type Device = Static<typeof Device>;
 

@@ -50,13 +50,14 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
     await ctx.auth.admin(req);
   });
   const tag = (t: string) => ({ tags: [t], security });
+  const markStalled = (d: Device): Device => ({ ...d, stalled: isStalled(d, ctx.config.stalledAfter, Date.now()) });
 
   // Devices and runs
 
   app.get<{ Querystring: Static<typeof DeviceQuery> }>(
     `${API_PREFIX}/devices`,
     { schema: { summary: 'Devices, newest activity first, filtered', ...tag('devices'), querystring: DeviceQuery, response: { 200: Type.Array(Device), ...errors } } },
-    async (req) => store.listDevices(req.query),
+    async (req) => (await store.listDevices(req.query)).map(markStalled),
   );
   app.get(
     `${API_PREFIX}/devices/counts`,
@@ -66,7 +67,11 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
   app.get<{ Params: { id: string } }>(
     `${API_PREFIX}/devices/:id`,
     { schema: { summary: 'One device', ...tag('devices'), params: Id, response: { 200: Device, ...errors } } },
-    async (req) => (await store.getDevice(req.params.id)) ?? Promise.reject(notFound(`no device ${req.params.id}`)),
+    async (req) => {
+      const d = await store.getDevice(req.params.id);
+      if (!d) throw notFound(`no device ${req.params.id}`);
+      return markStalled(d);
+    },
   );
   app.get<{ Params: { id: string } }>(
     `${API_PREFIX}/devices/:id/runs`,
@@ -225,6 +230,11 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
       return reply.code(204).send();
     },
   );
+}
+
+/** A running device that has sent nothing for `afterSeconds` (a hung task, a dead device). */
+export function isStalled(d: Pick<Device, 'state' | 'lastSeen'>, afterSeconds: number, nowMs: number): boolean {
+  return d.state === 'running' && nowMs - Date.parse(d.lastSeen) > afterSeconds * 1000;
 }
 
 function sendCsv(reply: FastifyReply, filename: string, csv: string) {
