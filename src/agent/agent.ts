@@ -11,6 +11,7 @@ import { ttyInteraction } from './interaction.ts';
 import { performFinalAction } from './final-action.ts';
 import { renderDryRun } from './dry-run.ts';
 import type { EventType } from '../events.ts';
+import { NothingToDo, ServerSession } from './server-session.ts';
 
 export const EXIT = { ok: 0, taskFailed: 1, configError: 2, aborted: 3, internal: 70 } as const;
 
@@ -33,7 +34,18 @@ export interface AgentOptions {
 const DEFAULT_INTERVAL: Record<ReporterConfig['type'], number> = { console: 0, json: 0, led: 0, psplash: 250, http: 1000, command: 1000 };
 
 export async function runAgent(o: AgentOptions): Promise<number> {
+  // Set when a source names a server (bootline.server=): its plan is one of the sources.
+  const held: { session?: ServerSession } = {};
+  try {
+    return await run(o, held);
+  } finally {
+    held.session?.close();
+  }
+}
+
+async function run(o: AgentOptions, held: { session?: ServerSession }): Promise<number> {
   const warn = (m: string) => process.stderr.write(`bootline: warning: ${m}\n`);
+  const info = (m: string) => process.stderr.write(`bootline: ${m}\n`);
   let loaded;
   try {
     const overrides: LoadOptions['overrides'] = {};
@@ -47,8 +59,17 @@ export async function runAgent(o: AgentOptions): Promise<number> {
       overrides,
       builtins,
       skipScriptCheck: o.dryRun === true,
+      plan: async (settings) => {
+        held.session = await ServerSession.connect(settings, { defaultStateDir: DEFAULT_STATE_DIR, warn, info });
+        if (held.session?.plan.action === 'none') throw new NothingToDo(held.session.server);
+        return held.session?.planLayer();
+      },
     });
   } catch (e) {
+    if (e instanceof NothingToDo) {
+      info(e.message);
+      return EXIT.ok;
+    }
     if (e instanceof ConfigError) {
       process.stderr.write(`bootline: config error — nothing was run:\n${e.message.split('\n').map((l) => `  ${l}`).join('\n')}\n`);
       return EXIT.configError;
@@ -56,10 +77,15 @@ export async function runAgent(o: AgentOptions): Promise<number> {
     throw e;
   }
   const { config, merged, sources } = loaded;
+  const session = held.session;
+  if (session) config.reporters = session.withServerReporter(config.reporters);
   if (o.dryRun) {
     process.stdout.write(renderDryRun(config, merged, sources));
     return EXIT.ok;
   }
+
+  const stateDir = config.stateDir ?? DEFAULT_STATE_DIR;
+  await session?.resume(config, stateDir, o.fresh === true);
 
   const subs = subscriptions(config, o.events, warn);
   const dispatcher = new Dispatcher(subs, warn);
@@ -73,7 +99,7 @@ export async function runAgent(o: AgentOptions): Promise<number> {
   try {
     report = await runPipeline({
       config,
-      stateDir: config.stateDir ?? DEFAULT_STATE_DIR,
+      stateDir,
       fresh: o.fresh === true,
       builtins,
       sinks: [(e) => dispatcher.emit(e)],
@@ -86,6 +112,7 @@ export async function runAgent(o: AgentOptions): Promise<number> {
     await dispatcher.close(Date.now() + flush * 1000);
     process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
   }
+  await session?.upload(report, stateDir);
   if (report.status !== 'aborted') {
     await performFinalAction(report.status === 'ok' ? config.onSuccess : config.onFailure, (m) => process.stderr.write(`bootline: ${m}\n`));
   }

@@ -26,9 +26,19 @@ export function renderDryRun(config: Config, merged: Layer, sources: readonly st
   out.push(`On success: ${config.onSuccess.action}${config.onSuccess.delay ? ` after ${config.onSuccess.delay} s` : ''}; on failure: ${config.onFailure.action}${config.onFailure.delay ? ` after ${config.onFailure.delay} s` : ''}`);
   out.push('');
   out.push('Settings and where they came from:');
-  const settings = leaves(merged.data, []).map(([segs, value]) => [`  ${displayKey(segs)} = ${JSON.stringify(value)}`, describeOrigin(findOrigin(merged.origins, segs))]);
+  const settings = leaves(merged.data, []).map(([segs, value]) => [
+    `  ${displayKey(segs)} = ${isSecret(segs) ? '"(hidden)"' : JSON.stringify(value)}`,
+    isSecret(segs) ? describeOrigin(findOrigin(merged.origins, segs)).replace(/=\S+/g, '=(hidden)') : describeOrigin(findOrigin(merged.origins, segs)),
+  ]);
   out.push(...table(settings));
   return out.join('\n') + '\n';
+}
+
+/** Tokens and credentials are not printed: a dry run's output ends up in tickets and logs. */
+const SECRET_KEY = /^(token|password|secret|authorization)$/i;
+function isSecret(segs: readonly string[]): boolean {
+  const last = segs[segs.length - 1] ?? '';
+  return SECRET_KEY.test(last) || (segs.includes('headers') && /^authorization$/i.test(last));
 }
 
 function leaves(v: unknown, path: string[]): Array<[string[], unknown]> {

@@ -86,11 +86,39 @@ export class Journal {
   }
 }
 
-/** Replaces `path` so that a reader sees either the old or the new content, never a mix. */
-export async function writeAtomic(path: string, content: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', 0o644);
+/** True when `stateDir` holds no journal that records any task (a fresh installer's RAM disk). */
+export async function journalIsEmpty(stateDir: string): Promise<boolean> {
   try {
+    const parsed = JSON.parse(await readFile(join(stateDir, JOURNAL_FILE), 'utf8')) as Partial<JournalData>;
+    return !parsed.tasks || typeof parsed.tasks !== 'object' || Object.keys(parsed.tasks).length === 0;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Writes a journal saying that `tasks` finished in run `runId`, exactly as the runner
+ * records a finished task (status ok, the hash of the task's current definition), so
+ * that the next run skips them. Used when the server knows what an interrupted run
+ * finished and the local journal was lost with the RAM disk it lived on.
+ */
+export async function seedJournal(stateDir: string, runId: string, tasks: readonly Task[], at = new Date()): Promise<void> {
+  await mkdir(stateDir, { recursive: true });
+  const data: JournalData = { version: 1, runId, startedAt: at.toISOString(), tasks: {} };
+  for (const t of tasks) data.tasks[t.name] = { status: 'ok', definition: taskDefinitionHash(t), attempts: 1, endedAt: at.toISOString() };
+  await writeAtomic(join(stateDir, JOURNAL_FILE), JSON.stringify(data, null, 2) + '\n');
+}
+
+/**
+ * Replaces `path` so that a reader sees either the old or the new content, never a mix.
+ * `mode` is set before any content is written (0o600 for a secret).
+ */
+export async function writeAtomic(path: string, content: string, mode = 0o644): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w', mode);
+  try {
+    // A temp file left over by an earlier process with this pid keeps its old mode.
+    await fh.chmod(mode);
     await fh.writeFile(content);
     await fh.sync();
   } finally {

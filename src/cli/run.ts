@@ -11,14 +11,17 @@ export function registerRun(program: Command, version: string): void {
     .option('--cmdline <file>', `read the kernel command line from this file instead of ${DEFAULT_CMDLINE}`)
     .option('--auto-install <file>', `Isar's auto.install file (default ${DEFAULT_AUTO_INSTALL} if it exists)`)
     .option('--state-dir <dir>', `journal, report and logs (default ${DEFAULT_STATE_DIR})`)
-    .option('--fresh', 'ignore the journal: run every task again')
+    .option('--fresh', "ignore the journal (and the server's record of an interrupted run): run every task again")
     .option('--dry-run', 'print the resolved plan and where each setting came from; run nothing')
     .option('--events <file>', 'also write every event as one JSON object per line to this file')
     .option('--unattended', 'run without asking (same as unattended: true)')
     .option('--device-id <id>', 'identify this device in events and reports')
     .addHelpText(
       'after',
-      '\nExit status: 0 all tasks succeeded, 1 a task failed, 2 config error (nothing ran), 3 stopped by a signal.',
+      '\nWith bootline.server=<url> bootline.token=<enrollment token> on the kernel command line the agent enrolls\n' +
+        'with the server (credential kept in <state-dir>/device.json), runs the plan the server gives it and reports to it.\n' +
+        '\nExit status: 0 all tasks succeeded (or the server has nothing to do), 1 a task failed, 2 config error or\n' +
+        'server refused/unreachable (nothing ran), 3 stopped by a signal.',
     )
     .action(async (opts: Record<string, string | boolean | undefined>) => {
       process.exitCode = await runAgent({

@@ -23,14 +23,21 @@ export interface LoadOptions {
   cmdline?: string;
   /** --auto-install: Isar's 5-line file. */
   autoInstall?: string;
-  /** A plan received from the server (issue 4 wires the fetch). */
-  plan?: Layer;
+  /**
+   * A plan received from the server, or a function that fetches it: it is given the
+   * merge of every other source (so it sees bootline.server=, bootline.token= and the
+   * state dir wherever they were set) and returns the plan's layer.
+   */
+  plan?: Layer | PlanSource;
   /** Settings given as agent options, highest precedence. */
   overrides?: Record<string, unknown>;
   builtins: BuiltinCatalogue;
   /** Skip the check that script files exist (for --dry-run on another machine). */
   skipScriptCheck?: boolean;
 }
+
+/** Fetches the server plan, knowing every other source's settings; undefined: no plan. */
+export type PlanSource = (settings: Layer) => Promise<Layer | undefined>;
 
 export interface Loaded {
   config: Config;
@@ -58,9 +65,12 @@ export async function loadConfig(opts: LoadOptions): Promise<Loaded> {
   const autoText = await readOptional(autoPath, opts.autoInstall !== undefined, 'auto.install file (--auto-install)');
   if (autoText !== undefined) layers.push(parseAutoInstall(autoText, autoPath));
 
-  if (opts.plan) layers.push(opts.plan);
-  if (cmdline) layers.push(cmdline.layer);
-  if (opts.overrides && Object.keys(opts.overrides).length > 0) layers.push(overridesLayer(opts.overrides));
+  const above: Layer[] = [];
+  if (cmdline) above.push(cmdline.layer);
+  if (opts.overrides && Object.keys(opts.overrides).length > 0) above.push(overridesLayer(opts.overrides));
+  const plan = typeof opts.plan === 'function' ? await opts.plan(mergeLayers([...layers, ...above])) : opts.plan;
+  if (plan) layers.push(plan);
+  layers.push(...above);
 
   const merged = mergeLayers(layers);
   const config = validateConfig(merged, opts.builtins);
