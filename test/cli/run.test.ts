@@ -56,9 +56,11 @@ test('--dry-run prints the plan with shares and the source of every setting, and
   const dir = tempDir();
   script(dir, 'a.sh', `touch "${dir}/ran"`);
   writeFileSync(join(dir, 'c.yaml'), `tasks:\n  - { name: a, script: a.sh, workdir: ${dir}, effort: 3 }\n  - { name: b, script: a.sh, workdir: ${dir} }\n`);
-  writeFileSync(join(dir, 'cmdline'), 'quiet bootline.unattended bootline.tasks.b.effort=1.5 console=ttyS0\n');
+  writeFileSync(join(dir, 'cmdline'), 'quiet bootline.unattended bootline.tasks.b.effort=1.5 bootline.token=ble_SECRETVALUE console=ttyS0\n');
   const r = bootline(isolated(dir, '--config', join(dir, 'c.yaml'), '--dry-run'));
   assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /token = "\(hidden\)"/);
+  assert.ok(!r.stdout.includes('SECRETVALUE'), 'a dry run does not print the token');
   assert.match(r.stdout, /Mode: unattended/);
   assert.match(r.stdout, /^1 +a +script a\.sh +3 +66\.7%/m);
   assert.match(r.stdout, /^2 +b +script a\.sh +1\.5 +33\.3%/m);

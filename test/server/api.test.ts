@@ -158,6 +158,18 @@ function suite(kind: 'sqlite' | 'postgres') {
       assert.match(m, /bootline_events_ingested_total\{type="log"\} \d+/);
     });
 
+    it('ends a run cut short by a power loss as aborted when the device starts a new one', async () => {
+      const d = await enroll(s, { serial: 'PWR-1' });
+      await s.call('POST', '/api/v1/device/events', { token: d.credential, body: { events: runEvents('run-pwr-1').slice(0, 3) } });
+      assert.equal((await s.admin('GET', '/api/v1/runs/run-pwr-1')).json.status, 'running');
+      const last = (await s.call('GET', '/api/v1/device/last-run', { token: d.credential })).json;
+      assert.equal(last.status, 'running', 'what the restarted agent sees before it starts again');
+      await s.call('POST', '/api/v1/device/events', { token: d.credential, body: { events: runEvents('run-pwr-2').slice(0, 1) } });
+      assert.equal((await s.admin('GET', '/api/v1/runs/run-pwr-1')).json.status, 'aborted');
+      assert.equal((await s.admin('GET', '/api/v1/runs/run-pwr-2')).json.status, 'running');
+      assert.equal((await s.admin('GET', `/api/v1/devices/${d.deviceId}`)).json.currentRun, 'run-pwr-2');
+    });
+
     it("refuses events into another device's run, bad event bodies and oversized bodies", async () => {
       const a = await enroll(s, { serial: 'OWN-A' });
       const b = await enroll(s, { serial: 'OWN-B' });

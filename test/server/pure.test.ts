@@ -128,3 +128,20 @@ describe('server settings', () => {
     assert.ok(!isStalled(device({ state: 'succeeded', lastSeen: '2026-01-01T00:00:00.000Z' }), 120, now));
   });
 });
+
+describe('completed tasks of a run', () => {
+  it('count tasks resumed from an earlier run unless they failed since, in plan order', async () => {
+    const { completedFromEvents } = await import('../../src/server/db/kysely-store.ts');
+    const { runEvents } = await import('./events-fixture.ts');
+    const events = runEvents('r', { tasks: ['a', 'b', 'c'] });
+    const start = events[0] as Extract<(typeof events)[number], { type: 'run-start' }>;
+    start.resumed = ['a'];
+    const ends = events.filter((e) => e.type === 'task-end') as Extract<(typeof events)[number], { type: 'task-end' }>[];
+    ends[0]!.status = 'skipped';
+    ends[2]!.status = 'failed';
+    assert.deepEqual(completedFromEvents(events), ['a', 'b']);
+    ends[0]!.status = 'failed';
+    assert.deepEqual(completedFromEvents(events), ['b'], 'a resumed task that failed again is not finished');
+    assert.deepEqual(completedFromEvents([...events].reverse().filter((e) => e.type !== 'run-start')), ['b']);
+  });
+});

@@ -242,6 +242,30 @@ interface RunState {
   changed: boolean;
 }
 
+/**
+ * Tasks a run finished, in plan order: the last task-end of each task decides, and a task
+ * the run skipped because an earlier run had finished it (run-start's `resumed`) counts as
+ * finished, so a second power loss does not lose the first run's work.
+ */
+export function completedFromEvents(events: readonly BootlineEvent[]): string[] {
+  const order = new Map<string, number>();
+  const done = new Map<string, boolean>();
+  for (const e of events) {
+    if (e.type === 'run-start') {
+      e.tasks.forEach((t, i) => order.set(t.name, i));
+      for (const t of e.resumed) done.set(t, true);
+    } else if (e.type === 'task-end') {
+      if (!order.has(e.task)) order.set(e.task, e.index);
+      if (e.status === 'skipped') continue;
+      done.set(e.task, e.status === 'ok');
+    }
+  }
+  return [...done]
+    .filter(([, ok]) => ok)
+    .map(([task]) => task)
+    .sort((a, b) => (order.get(a) ?? Infinity) - (order.get(b) ?? Infinity));
+}
+
 /** Applies one run's fresh events (in seq order) to its row; `plan` is the plan a run-start gets. */
 function applyToRun(r: RunState, events: BootlineEvent[], plan: string | null): void {
   const row = r.row;
@@ -625,6 +649,18 @@ export class KyselyStore implements Store {
         }
       }
       for (const r of runs.values()) if (r.row.device_id !== deviceId) throw new ForeignRunError(r.row.id, deviceId);
+      // A new run means the device's earlier unfinished runs were cut short (a power loss, a
+      // reboot): they end as aborted instead of running forever.
+      const createdNow = [...runs.values()].filter((r) => r.created).map((r) => r.row.id);
+      if (createdNow.length > 0) {
+        await db
+          .updateTable('runs')
+          .set({ status: 'aborted', ended_at: now, message: 'interrupted: the device started a newer run' })
+          .where('device_id', '=', deviceId)
+          .where('status', '=', 'running')
+          .where('id', 'not in', createdNow)
+          .execute();
+      }
 
       // The events: stored at most once each, the conflicts are the duplicates.
       const freshKeys = new Set<string>();
@@ -767,19 +803,10 @@ export class KyselyStore implements Store {
       .selectFrom('events')
       .select('body')
       .where('run_id', '=', runId)
-      .where('type', '=', 'task-end')
+      .where('type', 'in', ['task-end', 'run-start'])
       .orderBy('seq')
       .execute();
-    // The last task-end of each task decides; listed in plan order.
-    const last = new Map<string, { status: string; index: number }>();
-    for (const r of rows) {
-      const e = JSON.parse(r.body) as { task: string; status: string; index: number };
-      last.set(e.task, { status: e.status, index: e.index });
-    }
-    return [...last]
-      .filter(([, v]) => v.status === 'ok')
-      .sort((a, b) => a[1].index - b[1].index)
-      .map(([task]) => task);
+    return completedFromEvents(rows.map((r) => JSON.parse(r.body) as BootlineEvent));
   }
 
   async setReport(runId: string, deviceId: string, report: Record<string, unknown>): Promise<boolean> {
