@@ -65,4 +65,37 @@ echo "events:      $DEMO/events.ndjson ($(wc -l < "$DEMO/events.ndjson") events)
 echo "hook log:    $DEMO/state/hooks.log"
 echo "LED:         trigger=$(cat "$DEMO/leds/status/trigger") brightness=$(cat "$DEMO/leds/status/brightness")"
 if cmp -s <(head -c 1M "$img") <(head -c 1M "${loopdev:-$DEMO/device-disk}"); then echo "disk:        first MiB matches the image"; else echo "disk:        MISMATCH"; status=1; fi
+[ "$status" -eq 0 ] || exit "$status"
+
+echo
+echo "== the same device bootstrapped by the line's server: only bootline.server= and bootline.token= on its command line"
+SRV="$DEMO/server"
+node dist/bootline.mjs image add "$img.gz" --data "$SRV" --name demo-os --version 1.0 | sed 's/^/   /'
+node dist/bootline.mjs serve --data "$SRV" --listen 127.0.0.1:0 --log-level warn > "$DEMO/server.out" 2> "$DEMO/server.log" &
+server_pid=$!
+cleanup() { kill "$server_pid" 2>/dev/null || true; [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null || true; }
+for _ in $(seq 100); do grep -q 'admin token' "$DEMO/server.out" 2>/dev/null && break; sleep 0.1; done
+url=$(sed -n 's/^bootline server listening on \([^ ]*\).*/\1/p' "$DEMO/server.out")
+admin=$(sed -n 's/^admin token (shown once, stored hashed): //p' "$DEMO/server.out")
+echo "   server $url (admin token ${admin:0:8}…, stored hashed)"
+api() { curl -sS -f -H "authorization: Bearer $admin" -H 'content-type: application/json' "$@"; }
+target_json="\"$([ -n "$loopdev" ] && echo "$loopdev" || echo "$DEMO/device-disk")\""
+allow=$([ -n "$loopdev" ] && echo false || echo true)
+api -X PUT "$url/api/v1/plans/demo-line" -d "{\"description\":\"demo line\",\"config\":{\"unattended\":true,\"tasks\":[
+  {\"name\":\"deploy-image\",\"builtin\":\"deploy-image\",\"effort\":4,\"with\":{\"image\":\"image:demo-os\",\"target\":[$target_json],\"overwrite\":\"OVERWRITE\",\"allowFile\":$allow,\"skipIdentical\":true}},
+  {\"name\":\"say-done\",\"script\":\"/bin/echo\",\"args\":[\"provisioned\"]}]}}" > /dev/null
+api -X POST "$url/api/v1/rules" -d '{"match":"default","plan":"demo-line"}' > /dev/null
+token=$(api -X POST "$url/api/v1/tokens" -d '{"label":"demo-batch","expiresInSeconds":3600}' | node -e 'process.stdin.on("data",d=>process.stdout.write(JSON.parse(d).token))')
+echo "   plan demo-line (deploy image:demo-os, say-done), default rule, enrollment token for batch demo-batch"
+echo "BOOT_IMAGE=/vmlinuz quiet bootline.server=$url bootline.token=$token" > "$DEMO/cmdline-server"
+set +e
+node dist/bootline.mjs run --cmdline "$DEMO/cmdline-server" --state-dir "$DEMO/state-server" 2>&1 | tail -n 8 | sed 's/^/   | /'
+status=${PIPESTATUS[0]}
+set -e
+echo "== what the server recorded"
+api "$url/api/v1/devices" | node -e '
+  let s=""; process.stdin.on("data",d=>s+=d).on("end",()=>{ for (const d of JSON.parse(s))
+    console.log(`   device ${d.id}  serial ${d.serial ?? "-"}  MACs ${d.macs.join(" ")}  batch ${d.batch}  state ${d.state}  progress ${d.progress}%  run ${d.currentRun}`) })'
+api "$url/api/v1/export?batch=demo-batch&format=csv" | sed 's/^/   /'
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
 exit $status
