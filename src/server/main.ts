@@ -11,7 +11,7 @@ import type { Store } from './db/store.ts';
 import { buildApp } from './app.ts';
 import { hashSecret, newSecret } from './credentials.ts';
 import { loadOrCreateSecret } from './secret.ts';
-import { registerImage } from './images/register.ts';
+import { defaultImageName, registerImage } from './images/register.ts';
 import { dnsmasqProxyConfig } from './boot/dnsmasq.ts';
 import { startTftpServer } from './tftp/server.ts';
 
@@ -162,10 +162,14 @@ export async function imageAdd(file: string, o: ImageAddOptions): Promise<string
   const store = await openStore(config.db);
   try {
     await store.migrate();
+    const name = o.name ?? defaultImageName(file);
+    // A second file (another format of the same image) joins the image's record.
+    const existing = await store.getImage(name);
     const image = await registerImage({
       dataDir: config.data,
       file,
-      ...(o.name ? { name: o.name } : {}),
+      name,
+      ...(existing ? { existing } : {}),
       ...(o.version ? { version: o.version } : {}),
       ...(o.bmap ? { bmap: o.bmap } : {}),
       ...(o.signKey ? { signKey: o.signKey } : {}),

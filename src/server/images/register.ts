@@ -284,14 +284,14 @@ export async function registerImage(opts: RegisterImageOptions): Promise<Image> 
     // The image: a hard link when the file system allows it, else a sparse copy.
     const imageTemp = temp(base);
     temps.push(imageTemp);
-    let sha256: string;
+    let linked = false;
     try {
       await link(src, imageTemp);
-      sha256 = await sha256File(imageTemp);
+      linked = true;
     } catch (e) {
       if (!['EXDEV', 'EPERM', 'EACCES', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].includes(errno(e) ?? '')) throw e;
-      sha256 = await copySparse(src, imageTemp, source.size);
     }
+    const sha256 = linked ? await sha256File(imageTemp) : await copySparse(src, imageTemp, source.size);
 
     if (targetExisted && !opts.replace) {
       const old = await stat(target);

@@ -6,21 +6,20 @@
 // Mounting (no prefix: the paths are the public ones):
 //
 //   await app.register(imageRoutes, { dataDir, store, onBytes: (n) => bytesServed.inc(n) });
+//   (or, as src/server/app.ts does, `await app.register(async (scope) => imageRoutes(scope, opts))`)
 //
 // - `store` given: only registered images are served, and only their files (the image file,
 //   its bmap and its signature); an image whose location is `s3://bucket[/prefix]` is
 //   redirected to `<prefix>/<file>` in that bucket. Without a store, any regular file under
 //   `<dataDir>/images/<name>/` is served.
-// - `onBytes(n)`: called with each chunk's size as it is handed to the socket (for /metrics).
+// - `onBytes(n)`: the bytes of each response's body, when it ends or is aborted (for /metrics).
 //
 // Why plain fs streams: each response is one fd read in 1 MiB chunks piped to the socket, so
-// the CPU per byte is the kernel's copy and nothing else. @fastify/send does the same reads
-// underneath (when given the same highWaterMark), but it stats by path (a registration that
-// renames a new file in between stat and open would get the new bytes under the old headers),
-// and its ETag is weak, which If-Range (and so a resuming client) cannot use. Here the fd is
-// opened first and every header comes from fstat of that fd. Chunk size measured on this
-// machine (2 cores, 1 GiB file, 50 concurrent curl clients over loopback): see the numbers in
-// the comment on CHUNK.
+// the CPU per byte is the kernel's copy and little else. @fastify/send does the same reads
+// underneath, but it stats by path (a registration renaming a new file in between its stat and
+// open would send new bytes under old headers) and its ETag is weak, which If-Range (and so a
+// resuming client) cannot use; measured with the same 1 MiB chunks it was no faster. Here the
+// fd is opened first and every header comes from fstat of that fd.
 import { close, createReadStream, fstat, open, constants as fsc } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import { basename } from 'node:path';
@@ -33,9 +32,10 @@ import { s3HttpUrl } from '../../image/sources/s3.ts';
 import { checkName, ImagePathError, parseImageUrl, resolveImageFile } from './paths.ts';
 
 /**
- * Read size per chunk. Measured (node 20, 2 cores, 1 GiB file in the page cache, 50 concurrent
- * `curl -o /dev/null` over loopback, aggregate): 64 KiB (the fs default) 2.9 GB/s, 256 KiB
- * 3.3 GB/s, 1 MiB 3.4 GB/s; @fastify/send with the default 64 KiB 2.8 GB/s.
+ * Read size per chunk. Server CPU per GiB served, measured on this machine (node 20, 2 cores,
+ * 1 GiB file in the page cache, 50 concurrent `curl -o /dev/null` over loopback; aggregate
+ * throughput was too noisy with the clients on the same cores to rank by): 64 KiB (the fs
+ * default) 1.16-1.26 s, 256 KiB 0.92 s, 1 MiB 0.75-0.78 s; this route with 1 MiB 0.76-0.86 s.
  */
 export const CHUNK = 1024 * 1024;
 
@@ -57,7 +57,7 @@ export interface ImageRoutesOptions {
   dataDir: string;
   /** With a store, only registered images (and only their files) are served. */
   store?: Pick<Store, 'getImage'>;
-  /** Bytes handed to the socket, chunk by chunk (for the `bytes served` metric). */
+  /** Bytes of each response's body, reported once when its stream closes (for the `bytes served` metric). */
   onBytes?: (n: number) => void;
   /** Presigning for images with an s3:// location; unset fields come from the AWS_* environment. */
   s3?: S3Config;
@@ -226,18 +226,19 @@ function fail(reply: FastifyReply, status: number, message: string): FastifyRepl
  * Answers GET or HEAD for the regular file at `path` (already checked by the caller: nothing
  * here validates names): conditional requests, one Range, then the bytes streamed from the
  * fd the headers were taken from. 404 when it does not exist or is not a regular file.
- * `onBytes` is called with each chunk's size as it is handed to the socket.
+ * `onBytes` is called with the bytes sent when the response's stream closes.
  */
 export async function serveFile(req: FastifyRequest, reply: FastifyReply, path: string, onBytes?: (n: number) => void): Promise<FastifyReply> {
   const display = basename(path);
   // O_NONBLOCK: a FIFO put there would otherwise block the open; no effect on regular files.
+  // Symlinks are followed: the image route passes a real path it checked, and the installer's
+  // kernel may well be a link to a versioned file.
   let fd: number;
   try {
-    fd = await openAsync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    fd = await openAsync(path, fsc.O_RDONLY | fsc.O_NONBLOCK);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return fail(reply, 404, `no file "${display}"`);
-    if (code === 'ELOOP') return fail(reply, 403, `"${display}" is a symlink: refused`);
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') return fail(reply, 404, `no file "${display}"`);
     throw e;
   }
   let handedOff = false;
@@ -294,7 +295,9 @@ export async function serveFile(req: FastifyRequest, reply: FastifyReply, path: 
 
     const stream = createReadStream('', { fd, start, end, highWaterMark: CHUNK, autoClose: true });
     handedOff = true;
-    if (onBytes) stream.on('data', (chunk) => onBytes(chunk.length));
+    // Counted once per response, not per chunk (a listener per chunk measurably costs CPU at
+    // these rates); on an aborted download this includes up to one chunk read but not sent.
+    if (onBytes) stream.once('close', () => stream.bytesRead > 0 && onBytes(stream.bytesRead));
     return reply.send(stream);
   } finally {
     if (!handedOff) closeQuietly(fd);
