@@ -31,7 +31,8 @@ import { createBmap } from '../../image/create.ts';
 import { formatBmap } from '../../image/bmap/write.ts';
 import { parseBmap } from '../../image/bmap/parse.ts';
 import { dataExtents, type Extent } from '../../image/holes.ts';
-import { decompressor, detectCompression, DETECT_HEAD_BYTES } from '../../image/decompress/index.ts';
+import { decompressor, detectCompression } from '../../image/decompress/index.ts';
+import { readFileHead } from '../../image/decompress/file-head.ts';
 import { bmapCandidates } from '../../image/sources/find-bmap.ts';
 import { sha256Payload, sign, SIGNATURE_SUFFIX } from '../../image/signature.ts';
 import type { Compression } from '../../image/types.ts';
@@ -105,17 +106,6 @@ async function regularFile(path: string, what: string): Promise<{ size: number; 
   }
   if (!st.isFile()) throw new RegisterImageError(`${what} ${path} is not a regular file`);
   return { size: st.size, dev: st.dev, ino: st.ino };
-}
-
-async function readHead(path: string): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(DETECT_HEAD_BYTES);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
 }
 
 /** sha256 (hex) of a whole file, read in 1 MiB chunks. */
@@ -221,7 +211,7 @@ export async function registerImage(opts: RegisterImageOptions): Promise<Image> 
     throw new RegisterImageError(`the existing record given is image "${opts.existing.name}", not "${name}"`);
   }
 
-  const compression = detectCompression(await readHead(src));
+  const compression = detectCompression(await readFileHead(src));
 
   // The bmap to take along, if any, and the name it gets beside the image.
   let bmapSource: string | undefined;

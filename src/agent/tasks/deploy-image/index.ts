@@ -4,7 +4,7 @@
 // Order matters: every input is checked before the disk is touched (the image
 // exists, the bmap parses and fits, the target is chosen and may be
 // overwritten), the target is published, and only then does copying start.
-import { open, realpath, stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Type } from '@sinclair/typebox';
@@ -18,7 +18,8 @@ import { copyImageSpec, prepareImage } from '../../../image/image-copy.ts';
 import type { ImageCopyOptions, PreparedImage } from '../../../image/image-copy.ts';
 import { BmapError } from '../../../image/bmap/parse.ts';
 import { findBmap } from '../../../image/sources/find-bmap.ts';
-import { DETECT_HEAD_BYTES, detectCompression } from '../../../image/decompress/detect.ts';
+import { detectCompression } from '../../../image/decompress/detect.ts';
+import { readFileHead } from '../../../image/decompress/file-head.ts';
 
 export const DeployImageOptions = Type.Object(
   {
@@ -153,18 +154,6 @@ async function planBmap(o: Options, image: ResolvedImage, installData: string, l
   return found ? specOf(found) : undefined;
 }
 
-/** First bytes of a local image, so that a raw image too big for the disk is refused before anyone is asked. */
-async function head(path: string): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(DETECT_HEAD_BYTES);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
 // ---------------------------------------------------------------- the target
 
 type Facts = { block: boolean; file: boolean; exists: boolean; real: string };
@@ -291,7 +280,7 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
     if (choice.kind === 'block') {
       const needs = prepared.bmap
         ? prepared.bmap.imageSize
-        : image.kind === 'local' && detectCompression(await head(image.path)) === 'none'
+        : image.kind === 'local' && detectCompression(await readFileHead(image.path)) === 'none'
           ? image.size
           : undefined;
       if (needs !== undefined && needs > size) {
