@@ -51,6 +51,8 @@ export class ServerSession {
     readonly deviceId: string,
     readonly plan: PlanResponse,
     private readonly o: SessionOptions,
+    /** The CA bundle file the server's certificate is checked with (bootline.serverCa=). */
+    private readonly ca?: string,
   ) {}
 
   get server(): string {
@@ -63,7 +65,7 @@ export class ServerSession {
    * Undefined without a server. Every failure is a ConfigError naming the setting.
    */
   static async connect(settings: Layer, o: SessionOptions): Promise<ServerSession | undefined> {
-    const { server, token, stateDir } = settings.data;
+    const { server, token, stateDir, serverCa } = settings.data;
     if (typeof server !== 'string' || server === '') return undefined;
     const serverOrigin = findOrigin(settings.origins, ['server']);
     const tokenOrigin = redactToken(findOrigin(settings.origins, ['token']));
@@ -72,7 +74,7 @@ export class ServerSession {
 
     let client: ServerClient;
     try {
-      client = new ServerClient({ ...o.client, url: server, onRetry: o.warn });
+      client = new ServerClient({ ...o.client, ...(typeof serverCa === 'string' ? { ca: serverCa } : {}), url: server, onRetry: o.warn });
     } catch (e) {
       throw configError(serverOrigin, 'server', `${(e as Error).message} — give the server's URL, e.g. bootline.server=http://192.168.1.10:8080`);
     }
@@ -132,7 +134,7 @@ export class ServerSession {
         client.credential = cred.credential;
         plan = await client.plan();
       }
-      return new ServerSession(client, cred.deviceId, plan, o);
+      return new ServerSession(client, cred.deviceId, plan, o, typeof serverCa === 'string' ? serverCa : undefined);
     } catch (e) {
       client.close();
       if (e instanceof ServerUnreachableError) {
@@ -172,7 +174,7 @@ export class ServerSession {
     }
     // Every event, not one progress event a second: the server keeps the whole run
     // (seq 0..N), and the batches keep that cheap.
-    return [...reporters, { type: 'http', url, token: credential, interval: 0, queueSize: 10_000 }];
+    return [...reporters, { type: 'http', url, token: credential, interval: 0, queueSize: 10_000, ...(this.ca ? { ca: this.ca } : {}) }];
   }
 
   /**

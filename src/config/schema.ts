@@ -148,6 +148,7 @@ export const ConfigSchema = Type.Object(
     deviceId: Type.Optional(Type.String({ minLength: 1 })),
     server: Type.Optional(Type.String({ minLength: 1, description: 'bootline server URL' })),
     token: Type.Optional(Type.String({ minLength: 1, description: 'enrollment token for the server' })),
+    serverCa: Type.Optional(Type.String({ minLength: 1, description: "PEM CA bundle file the server's https certificate is checked with" })),
     stateDir: Type.Optional(Type.String({ minLength: 1 })),
     logs: Type.Optional(
       Type.Object(
@@ -207,6 +208,7 @@ export interface Config {
   deviceId?: string;
   server?: string;
   token?: string;
+  serverCa?: string;
   stateDir?: string;
   logs: { eventsPerTask: number; lineLength: number; reportLines: number };
   tasks: Task[];

@@ -160,6 +160,7 @@ function normalize(raw: RawConfig, builtins: BuiltinCatalogue): Config {
     ...(raw.deviceId ? { deviceId: raw.deviceId } : {}),
     ...(raw.server ? { server: raw.server } : {}),
     ...(raw.token ? { token: raw.token } : {}),
+    ...(raw.serverCa ? { serverCa: raw.serverCa } : {}),
     ...(raw.stateDir ? { stateDir: raw.stateDir } : {}),
     logs: {
       eventsPerTask: raw.logs?.eventsPerTask ?? 500,

@@ -2,7 +2,8 @@
 // admin API, and the agent as a user runs it (the bundle, a real process, async so
 // that the in-process server keeps answering while the agent runs).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import https from 'node:https';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,13 +23,15 @@ export interface LineServer {
   admin<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
   /** A new enrollment token: its secret and id. */
   token(opts?: { label?: string; expiresInSeconds?: number }): Promise<{ token: string; id: string }>;
+  /** With `tls`: the self-signed certificate (PEM file) the server uses. */
+  ca?: string;
   /** A plan and a default rule that assigns it (or `none`). */
   defaultPlan(config: Record<string, unknown> | 'none', name?: string): Promise<void>;
   close(): Promise<void>;
 }
 
 /** The real server on a temp data dir with SQLite; closed when the test file ends. */
-export async function lineServer(before?: (paths: { data: string; db: string }) => Promise<void>): Promise<LineServer> {
+export async function lineServer(before?: (paths: { data: string; db: string }) => Promise<void>, o: { tls?: boolean } = {}): Promise<LineServer> {
   const root = mkdtempSync(join(tmpdir(), 'bootline-line-'));
   const data = join(root, 'data');
   const db = `sqlite:${data}/db`;
@@ -42,23 +45,26 @@ export async function lineServer(before?: (paths: { data: string; db: string }) 
   if (before) await before({ data, db });
   // Imported here, so that a test that needs no server does not load it.
   const { startServer } = await import('../../src/server/main.ts');
-  const s = await startServer({ data, db, listen: '127.0.0.1:0' }, false);
+  let ca: string | undefined;
+  let key: string | undefined;
+  if (o.tls) {
+    ca = join(root, 'cert.pem');
+    key = join(root, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', ca, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  }
+  const s = await startServer({ data, db, listen: '127.0.0.1:0', ...(ca && key ? { tlsCert: ca, tlsKey: key } : {}) }, false);
   assert.ok(s.adminToken, 'a new data dir gets an admin token');
   close = async () => {
     if (closed) return;
     closed = true;
     await s.close();
   };
+  const caPem = ca ? readFileSync(ca) : undefined;
   const admin = async <T,>(method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${s.url}/api/v1${path}`, {
-      method,
-      headers: { authorization: `Bearer ${s.adminToken}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
+    const res = caPem ? await httpsCall(`${s.url}/api/v1${path}`, method, s.adminToken!, body, caPem) : await fetchCall(`${s.url}/api/v1${path}`, method, s.adminToken!, body);
+    let parsed: unknown = res.text;
     try {
-      parsed = JSON.parse(text);
+      parsed = JSON.parse(res.text);
     } catch {
       // text/plain (a log) or empty (204)
     }
@@ -68,6 +74,7 @@ export async function lineServer(before?: (paths: { data: string; db: string }) 
     url: s.url,
     data,
     db,
+    ...(ca ? { ca } : {}),
     admin,
     async token(o = {}) {
       const r = await admin<{ token: string; id: string }>('POST', '/tokens', { label: o.label ?? 'line-a', ...(o.expiresInSeconds ? { expiresInSeconds: o.expiresInSeconds } : {}) });
@@ -84,6 +91,29 @@ export async function lineServer(before?: (paths: { data: string; db: string }) 
     },
     close: () => close(),
   };
+}
+
+async function fetchCall(url: string, method: string, token: string, body: unknown): Promise<{ status: number; text: string }> {
+  const res = await fetch(url, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+/** fetch cannot be given a CA: node's https can. */
+function httpsCall(url: string, method: string, token: string, body: unknown, ca: Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, ca, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end(body !== undefined ? JSON.stringify(body) : undefined);
+  });
 }
 
 export interface AgentResult {

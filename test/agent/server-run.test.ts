@@ -295,3 +295,23 @@ test('--dry-run shows the server plan as a source and the server reporter, and r
   assert.match(r.stdout, /Reporters: console, http/);
   assert.equal(existsSync(join(dir, 'ran')), false);
 });
+
+test('an https server with its own CA: the agent trusts it with bootline.serverCa= for the API and the events, and refuses it without', async () => {
+  const dir = tempDir();
+  const line = await lineServer(undefined, { tls: true });
+  assert.match(line.url, /^https:/);
+  await line.defaultPlan({ unattended: true, tasks: [{ name: 'hello', script: '/bin/true' }] });
+  const { token } = await line.token();
+  const untrusted = await runAgentOn(dir, cmdlineFor(line, token), join(dir, 'state-untrusted'), ['--events', join(dir, 'untrusted.ndjson')]);
+  assert.equal(untrusted.status, 2, untrusted.stderr);
+  assert.match(untrusted.stderr, /certificate|self.signed/i);
+  assert.equal((await devices(line)).length, 0, 'nothing enrolled over an untrusted connection');
+
+  const r = await runAgentOn(dir, `${cmdlineFor(line, token)} bootline.serverCa=${line.ca}`, join(dir, 'state'), ['--events', join(dir, 'events.ndjson')]);
+  assert.equal(r.status, 0, r.stderr);
+  const [device] = await devices(line);
+  assert.equal(device?.state, 'succeeded');
+  const [run] = await runsOf(line, device!.id);
+  const stored = await runEvents(line, run!.id);
+  assert.equal(stored.length, eventsFile(join(dir, 'events.ndjson')).length, 'every event arrived over https');
+});
