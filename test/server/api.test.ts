@@ -269,3 +269,50 @@ function suite(kind: 'sqlite' | 'postgres') {
 
 suite('sqlite');
 suite('postgres');
+
+describe('two server processes on one PostgreSQL', () => {
+  let pg: Awaited<ReturnType<typeof startPostgres>>;
+  let a: TestServer;
+  let b: TestServer;
+  before(async () => {
+    pg = await startPostgres();
+    a = await startTestServer({ db: pg.url });
+    b = await startTestServer({ db: pg.url });
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    await pg?.stop();
+  });
+
+  it('share admin tokens and devices, and events posted to one reach the other’s live stream', async () => {
+    assert.equal(b.server.adminToken, undefined, 'the second process found the first one’s admin token');
+    const d = await enroll(a, { serial: 'TWO-1' });
+    const seen = new Promise<{ device: { id: string }; events: { seq: number }[] }[]>((resolve, reject) => {
+      const req = http.get(`${b.url}/api/v1/stream?intervalMs=50&logs=false`, { headers: { authorization: `Bearer ${a.adminToken}` } }, (res) => {
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          if (buf.includes('event: hello') && !buf.includes('posted')) {
+            buf += 'posted';
+            void a.call('POST', '/api/v1/device/events', { token: d.credential, body: { events: runEvents('run-two-1') } });
+          }
+          const m = /event: devices\ndata: (.*)\n\n/.exec(buf);
+          if (m) {
+            req.destroy();
+            resolve(JSON.parse(m[1] as string));
+          }
+        });
+      });
+      req.on('error', reject);
+      setTimeout(() => reject(new Error('server B streamed nothing within 5 s')), 5000);
+    });
+    const batch = await seen;
+    const mine = batch.find((e) => e.device.id === d.deviceId);
+    assert.ok(mine, 'B streamed the device A stored');
+    assert.deepEqual(mine.events.map((e) => e.seq), runEvents('x').filter((e) => e.type !== 'log').map((e) => e.seq));
+    // The device's credential works on either process.
+    assert.equal((await b.call('GET', '/api/v1/device/last-run', { token: d.credential })).json.runId, 'run-two-1');
+  });
+});
