@@ -12,10 +12,13 @@ cd "$(dirname "$0")/.."
 # openssl makes test certificates; make and g++ build the SEEK_DATA addon; gpgv checks
 # GPG-signed bmaps (gnupg makes the test keys). The server: postgresql is the second
 # database the tests run it on (they start their own instance), curl is the real TFTP and
-# HTTP client of its tests, ipxe provides the iPXE binaries it serves over TFTP.
+# HTTP client of its tests, ipxe provides the iPXE binaries it serves over TFTP (dnsmasq
+# checks the proxy-DHCP config it prints). The lab: QEMU, UEFI firmware (OVMF), iPXE option
+# ROMs, a software TPM, and cpio/busybox to pack the installer initramfs.
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
   gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
-  postgresql curl ipxe)
+  postgresql curl ipxe dnsmasq
+  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
