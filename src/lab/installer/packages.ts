@@ -1,0 +1,88 @@
+// The Debian packages the installer is made of: the tools the agent's tasks call, and the
+// shared libraries they depend on. The library closure follows only `lib*` dependencies:
+// a tool's other dependencies (debconf, adduser, udev...) belong to an installed system,
+// not to an initramfs. Whatever a binary really needs is checked afterwards from its ELF
+// headers (libraries.ts), so a library this rule misses fails the build by name.
+import { execFile as execFileCb } from 'node:child_process';
+import { promisify } from 'node:util';
+import { DebianPackageError } from '../debian-packages.ts';
+
+const execFile = promisify(execFileCb);
+
+/** The tools, with the reason each is here. */
+export const INSTALLER_PACKAGES: Record<string, string> = {
+  'busybox-static': 'init, shell, udhcpc, mount, findfs and the small tools',
+  'util-linux': 'lsblk, blkdiscard, blockdev, wipefs, blkid (the image engine and the tasks)',
+  fdisk: 'sfdisk',
+  mount: 'losetup, mount with libmount',
+  e2fsprogs: 'mke2fs, e2fsck, resize2fs',
+  dosfstools: 'mkfs.vfat, fsck.vfat',
+  'cryptsetup-bin': 'cryptsetup (disk encryption)',
+  'tpm2-tools': 'tpm2_* (TPM enrollment)',
+  'libtss2-tcti-device0': 'the TPM transport tpm2-tools loads with dlopen (not a DT_NEEDED library)',
+  dmidecode: 'inventory',
+  efibootmgr: 'boot entries of the target',
+  efitools: 'efi-updatevar and signature lists (Secure Boot enrollment)',
+  gzip: 'gzip', 'xz-utils': 'xz images', zstd: 'zstd images', lz4: 'lz4 images', bzip2: 'bzip2 images', lbzip2: 'parallel bzip2 (preferred by the image engine)',
+  kmod: 'modprobe (also for the kernel\'s own module requests, e.g. crypto for dm-crypt)',
+  'ca-certificates': 'CA bundle for https servers and images',
+};
+
+/**
+ * `apt-cache depends` output -> each package's direct dependencies. Of alternatives
+ * (`|Depends: a` then `Depends: b`) the first is taken; virtual packages (`<name>`) are
+ * skipped: the ELF check names a library still missing.
+ */
+export function parseAptDepends(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let current: string[] | undefined;
+  let skipNext = false;
+  for (const line of text.split('\n')) {
+    if (/^\S/.test(line)) {
+      current = [];
+      out.set(line.trim(), current);
+      skipNext = false;
+      continue;
+    }
+    const m = /^ {2}(\|?)(?:Pre)?Depends: (\S+)/.exec(line);
+    if (!m || !current) continue;
+    const alternative = skipNext;
+    skipNext = m[1] === '|';
+    if (alternative || m[2]!.startsWith('<')) continue;
+    current.push(m[2]!.replace(/:any$/, ''));
+  }
+  return out;
+}
+
+/** The packages `roots` need: themselves and, transitively, their lib* dependencies. Sorted. */
+export async function libraryClosure(roots: readonly string[], depends: (names: string[]) => Promise<Map<string, string[]>>): Promise<string[]> {
+  const seen = new Set<string>(roots);
+  let frontier = [...roots];
+  while (frontier.length > 0) {
+    const deps = await depends(frontier);
+    frontier = [];
+    for (const list of deps.values())
+      for (const d of list)
+        if (d.startsWith('lib') && !seen.has(d)) {
+          seen.add(d);
+          frontier.push(d);
+        }
+  }
+  return [...seen].sort();
+}
+
+/** `apt-cache depends` for a batch of packages; an unknown name is an error that says what to do. */
+export async function aptDepends(names: string[]): Promise<Map<string, string[]>> {
+  try {
+    const { stdout } = await execFile(
+      'apt-cache',
+      ['depends', '--no-recommends', '--no-suggests', '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', ...names],
+      { encoding: 'utf8', maxBuffer: 16 << 20 },
+    );
+    return parseAptDepends(stdout);
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    const detail = (err.stderr ?? err.message).trim().split('\n').pop();
+    throw new DebianPackageError(`apt-cache does not know a package the installer needs (${detail}): run "apt-get update" (as root) and check the list in src/lab/installer/packages.ts`);
+  }
+}

@@ -1,0 +1,151 @@
+// The same installer as a bootable USB/disk image: GPT with an ESP (FAT) holding
+// systemd-boot, the kernel and the initramfs, and a data partition labelled BOOTLINE (ext4)
+// with the target images and auto.install for the offline case — Isar's /install. Built
+// from files with sfdisk, mkfs.vfat, mtools and mke2fs -d: no loop devices, no mounts.
+import { execFile as execFileCb } from 'node:child_process';
+import { closeSync, copyFileSync, mkdirSync, openSync, readSync, statSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFile = promisify(execFileCb);
+
+export const USB_DATA_LABEL = 'BOOTLINE';
+export const USB_TOOLS = { sfdisk: 'fdisk', 'mkfs.vfat': 'dosfstools', mmd: 'mtools', mcopy: 'mtools', mke2fs: 'e2fsprogs' } as const;
+
+const MiB = 1024 * 1024;
+const SECTOR = 512;
+const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
+const LINUX_DATA_TYPE = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
+// Fixed identifiers: the same inputs give the same partition table.
+const DISK_GUID = 'B0071E4E-0000-4000-8000-000000000001';
+const ESP_GUID = 'B0071E4E-0000-4000-8000-000000000002';
+const DATA_GUID = 'B0071E4E-0000-4000-8000-000000000003';
+
+export interface UsbImageInput {
+  /** The image file to write. */
+  file: string;
+  vmlinuz: string;
+  initrd: string;
+  /** systemd-bootx64.efi. */
+  bootloader: string;
+  /** Kernel command line of the boot entry. */
+  cmdline: string;
+  /** Target images (their .bmap beside them is taken too) and auto.install for the data partition. */
+  images: string[];
+  autoInstall?: string;
+  work: string;
+  mtime: number;
+}
+
+const roundMiB = (bytes: number): number => Math.ceil(bytes / MiB) * MiB;
+
+/** systemd-boot's loader.conf and the installer's entry. */
+export function loaderFiles(cmdline: string): Record<string, string> {
+  return {
+    'loader/loader.conf': 'default bootline.conf\ntimeout 0\neditor no\n',
+    'loader/entries/bootline.conf': `title bootline installer\nlinux /vmlinuz\ninitrd /initrd.img\noptions ${cmdline}\n`,
+  };
+}
+
+/** The files of the data partition: each image, its .bmap if there is one, auto.install. */
+export function dataFiles(images: string[], autoInstall: string | undefined, exists: (p: string) => boolean): Map<string, string> {
+  const files = new Map<string, string>();
+  for (const img of images) {
+    files.set(basename(img), img);
+    const bmap = img.replace(/\.(gz|xz|zst|bz2|lz4)$/, '') + '.bmap';
+    for (const b of [bmap, `${img}.bmap`]) if (exists(b)) files.set(basename(b), b);
+  }
+  if (autoInstall) files.set('auto.install', autoInstall);
+  return files;
+}
+
+export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; espBytes: number; dataBytes: number }> {
+  const exists = (p: string) => {
+    try {
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  };
+  // The ESP: systemd-boot as the removable-media default loader, the kernel, the initramfs.
+  const loader = loaderFiles(i.cmdline);
+  const espPayload = statSync(i.vmlinuz).size + statSync(i.initrd).size + statSync(i.bootloader).size;
+  const espBytes = roundMiB(espPayload * 1.05 + 4 * MiB);
+  const esp = join(i.work, 'esp.img');
+  sized(esp, espBytes);
+  await execFile('mkfs.vfat', ['-n', 'BOOTLINEEFI', '-i', 'B0071E4E', esp]);
+  const mt = (args: string[]) => execFile(args[0]!, args.slice(1), { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
+  await mt(['mmd', '-i', esp, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
+  const loaderDir = join(i.work, 'loader');
+  mkdirSync(join(loaderDir, 'entries'), { recursive: true });
+  for (const [p, text] of Object.entries(loader)) writeFileSync(join(i.work, p), text);
+  await mt(['mcopy', '-i', esp, i.bootloader, '::/EFI/BOOT/BOOTX64.EFI']);
+  await mt(['mcopy', '-i', esp, i.vmlinuz, '::/vmlinuz']);
+  await mt(['mcopy', '-i', esp, i.initrd, '::/initrd.img']);
+  for (const p of Object.keys(loader)) await mt(['mcopy', '-i', esp, join(i.work, p), `::/${p}`]);
+
+  // The data partition (Isar's install data): ext4, populated from a folder.
+  const dataDir = join(i.work, 'data');
+  mkdirSync(dataDir, { recursive: true });
+  let payload = 0;
+  for (const [name, src] of dataFiles(i.images, i.autoInstall, exists)) {
+    copyFileSync(src, join(dataDir, name));
+    payload += statSync(src).size;
+  }
+  const dataBytes = roundMiB(payload * 1.1 + 16 * MiB);
+  const data = join(i.work, 'data.img');
+  sized(data, dataBytes);
+  await execFile('mke2fs', ['-q', '-t', 'ext4', '-L', USB_DATA_LABEL, '-U', DATA_GUID.toLowerCase(), '-E', `root_owner=0:0,hash_seed=${DATA_GUID.toLowerCase()}`, '-d', dataDir, '-F', data], {
+    env: { ...process.env, E2FSPROGS_FAKE_TIME: String(i.mtime || 1) },
+  });
+
+  // GPT: 1 MiB before the ESP, 1 MiB after the data partition for the backup table.
+  const espStart = MiB;
+  const dataStart = espStart + espBytes;
+  const total = dataStart + dataBytes + MiB;
+  sized(i.file, total);
+  const table = [
+    'label: gpt',
+    `label-id: ${DISK_GUID}`,
+    'unit: sectors',
+    `start=${espStart / SECTOR}, size=${espBytes / SECTOR}, type=${ESP_TYPE}, uuid=${ESP_GUID}, name="EFI System"`,
+    `start=${dataStart / SECTOR}, size=${dataBytes / SECTOR}, type=${LINUX_DATA_TYPE}, uuid=${DATA_GUID}, name="${USB_DATA_LABEL}"`,
+  ].join('\n');
+  await new Promise<void>((resolve, reject) => {
+    const p = execFileCb('sfdisk', ['--quiet', '--no-reread', '--no-tell-kernel', i.file], (e) => (e ? reject(e) : resolve()));
+    p.stdin!.end(`${table}\n`);
+  });
+  copyInto(esp, i.file, espStart);
+  copyInto(data, i.file, dataStart);
+  return { bytes: total, espBytes, dataBytes };
+}
+
+/** A sparse file of exactly `bytes`. */
+function sized(path: string, bytes: number): void {
+  const fd = openSync(path, 'w');
+  try {
+    ftruncateSync(fd, bytes);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Copies `src` into `dest` at `offset`, skipping all-zero blocks (they are holes already). */
+function copyInto(src: string, dest: string, offset: number): void {
+  const inFd = openSync(src, 'r');
+  const outFd = openSync(dest, 'r+');
+  const buf = Buffer.alloc(4 * MiB);
+  const zeros = Buffer.alloc(buf.length);
+  try {
+    for (let pos = 0; ; ) {
+      const n = readSync(inFd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      const chunk = buf.subarray(0, n);
+      if (!chunk.equals(zeros.subarray(0, n))) writeSync(outFd, chunk, 0, n, offset + pos);
+      pos += n;
+    }
+  } finally {
+    closeSync(inFd);
+    closeSync(outFd);
+  }
+}
