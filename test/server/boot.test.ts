@@ -1,7 +1,7 @@
 // iPXE scripts and the dnsmasq proxy-DHCP configuration: exact content and refusals.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -240,8 +240,10 @@ describe('dnsmasq proxy-DHCP configuration', () => {
     ] as const) {
       const path = join(dir, name);
       writeFileSync(path, conf);
-      const out = execFileSync(dnsmasq, ['--test', `--conf-file=${path}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-      assert.match(out, /syntax check OK/i, name);
+      // dnsmasq says "syntax check OK." on stderr, and exits non-zero on a bad file.
+      const r = spawnSync(dnsmasq, ['--test', `--conf-file=${path}`], { encoding: 'utf8' });
+      assert.equal(r.status, 0, `${name}: ${r.stderr}`);
+      assert.match(r.stdout + r.stderr, /syntax check OK/i, name);
     }
   });
 });

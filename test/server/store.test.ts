@@ -502,6 +502,34 @@ for (const backend of backends) {
       assert.equal((await store.getDevice(b.id))?.state, 'enrolled');
     });
 
+    it('batches posted at the same moment are each stored once, and a bad one fails alone', async () => {
+      // On SQLite these share one transaction (group commit), each in its own savepoint.
+      const { store } = await fresh('together');
+      const devices = await Promise.all(Array.from({ length: 40 }, () => newDevice(store)));
+      await store.ingestEvents(devices[0]!.id, [runStart('taken', 0)], at(1), null);
+      const results = await Promise.allSettled([
+        ...devices.map((d, i) => store.ingestEvents(d.id, [runStart(`g${i}`, 0), log(`g${i}`, 1, 'a'), log(`g${i}`, 2, 'b')], at(2), null)),
+        // A new run of its own, then a foreign run: nothing of this batch may stay.
+        store.ingestEvents(devices[1]!.id, [log('g1-new', 0, 'mine'), log('taken', 1, 'not mine')], at(2), null),
+        // The same batch twice at once: stored once.
+        store.ingestEvents(devices[2]!.id, [log('g2', 4, 'again')], at(2), null),
+        store.ingestEvents(devices[2]!.id, [log('g2', 4, 'again')], at(2), null),
+      ]);
+      const rejected = results.flatMap((r, i) => (r.status === 'rejected' ? [[i, r.reason] as const] : []));
+      assert.equal(rejected.length, 1, `one batch refused, got ${rejected.map(([i, e]) => `${i}: ${String(e)}`).join('; ')}`);
+      assert.ok(rejected[0]![1] instanceof ForeignRunError);
+      const stored = results.map((r) => (r.status === 'fulfilled' ? r.value.stored : -1));
+      assert.deepEqual(stored.slice(0, 40), Array(40).fill(3));
+      assert.deepEqual(stored.slice(41).sort(), [0, 1]);
+      assert.equal(await store.countEvents(), 1 + 40 * 3 + 1);
+      assert.deepEqual(
+        (await store.listEvents('g1')).map((e) => e.seq),
+        [0, 1, 2],
+      );
+      assert.equal(await store.getRun('g1-new'), undefined);
+      for (const [i, d] of devices.entries()) assert.equal((await store.getDevice(d.id))?.currentRun, `g${i}`);
+    });
+
     it('lists completed tasks by their last task-end, in plan order', async () => {
       const { store } = await fresh('completed');
       const dev = await newDevice(store);

@@ -8,6 +8,7 @@ import type { Device, DeviceState, EnrollmentToken, Image, Plan, Rule, Run, Stor
 import type { DeviceFilter, DeviceIdentity, IngestResult, Store } from './store.ts';
 import { ForeignRunError, UnknownDeviceError } from './store.ts';
 import { migrate } from './migrations.ts';
+import { GroupCommit } from './group-commit.ts';
 
 // ---------------------------------------------------------------------------------
 // Tables (as the migrations create them)
@@ -311,8 +312,16 @@ const EVENT_COLUMNS = 7;
 /** Rows per INSERT at most, even where the parameter limit would allow more. */
 const MAX_ROWS_PER_INSERT = 500;
 
+interface IngestJob {
+  deviceId: string;
+  events: BootlineEvent[];
+  now: string;
+  plan: string | null;
+}
+
 export class KyselyStore implements Store {
   private readonly rowsPerInsert: number;
+  private readonly ingestGroup: GroupCommit<Db, IngestJob, IngestResult> | undefined;
   private readonly tryBeginImmediate: (() => boolean) | undefined;
   private readonly lockTimeoutMs: number;
 
@@ -324,6 +333,17 @@ export class KyselyStore implements Store {
     this.rowsPerInsert = Math.max(1, Math.min(MAX_ROWS_PER_INSERT, Math.floor(options.maxVariables / EVENT_COLUMNS)));
     this.tryBeginImmediate = options.tryBeginImmediate;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
+    if (dialect === 'sqlite') {
+      this.ingestGroup = new GroupCommit<Db, IngestJob, IngestResult>(
+        (fn) => this.tx(fn),
+        {
+          begin: (db, name) => sql`savepoint ${sql.id(name)}`.execute(db).then(() => undefined),
+          release: (db, name) => sql`release savepoint ${sql.id(name)}`.execute(db).then(() => undefined),
+          rollback: (db, name) => sql`rollback to savepoint ${sql.id(name)}`.execute(db).then(() => undefined),
+        },
+        (db, job) => this.ingestInTx(db, job),
+      );
+    }
   }
 
   /**
@@ -603,7 +623,18 @@ export class KyselyStore implements Store {
   // -------------------------------------------------------------------------------
   // Events and runs
 
-  async ingestEvents(deviceId: string, events: BootlineEvent[], now: string, plan: string | null): Promise<IngestResult> {
+  /**
+   * Stores a batch of events once each. SQLite: batches arriving together share one
+   * transaction (group-commit.ts), each in its own savepoint; PostgreSQL: a transaction
+   * each, run side by side on the pool.
+   */
+  ingestEvents(deviceId: string, events: BootlineEvent[], now: string, plan: string | null): Promise<IngestResult> {
+    const job: IngestJob = { deviceId, events, now, plan };
+    if (this.ingestGroup) return this.ingestGroup.submit(job);
+    return this.tx((db) => this.ingestInTx(db, job));
+  }
+
+  private async ingestInTx(db: Db, { deviceId, events, now, plan }: IngestJob): Promise<IngestResult> {
     // One of each (runId, seq): the first wins, the rest count as duplicates.
     const seen = new Set<string>();
     const unique: BootlineEvent[] = [];
@@ -616,145 +647,143 @@ export class KyselyStore implements Store {
     }
     const runIds = [...new Set(unique.map((e) => e.runId))];
 
-    return this.tx(async (db) => {
-      const deviceRow = await this.lockDevice(db, deviceId);
-      if (!deviceRow) throw new UnknownDeviceError(deviceId);
+    const deviceRow = await this.lockDevice(db, deviceId);
+    if (!deviceRow) throw new UnknownDeviceError(deviceId);
 
-      // The runs this batch belongs to; the missing ones are created (a lost or late run-start too).
-      const runs = new Map<string, RunState>();
-      const existing = runIds.length > 0 ? await db.selectFrom('runs').selectAll().where('id', 'in', runIds).execute() : [];
-      for (const row of existing) runs.set(row.id, { row, created: false, changed: false });
-      const missing = runIds.filter((id) => !runs.has(id));
-      if (missing.length > 0) {
-        const rows: RunRow[] = missing.map((id) => {
-          const own = unique.filter((e) => e.runId === id);
-          const start = own.find((e) => e.type === 'run-start');
-          const startedAt = start?.ts ?? own.reduce((min, e) => (e.ts < min ? e.ts : min), own[0]!.ts);
-          return { id, device_id: deviceId, plan, started_at: startedAt, ended_at: null, status: 'running', progress: 0, report: null, created_at: now, last_seq: -1, current_task: null, message: null };
-        });
-        const created = await db
-          .insertInto('runs')
-          .values(rows)
-          .onConflict((oc) => oc.column('id').doNothing())
-          .returning('id')
-          .execute();
-        const createdIds = new Set(created.map((r) => r.id));
-        for (const row of rows) if (createdIds.has(row.id)) runs.set(row.id, { row, created: true, changed: false });
-        // Created meanwhile by another transaction (PostgreSQL): read what it wrote.
-        const raced = missing.filter((id) => !createdIds.has(id));
-        if (raced.length > 0) {
-          for (const row of await db.selectFrom('runs').selectAll().where('id', 'in', raced).execute()) {
-            runs.set(row.id, { row, created: false, changed: false });
-          }
+    // The runs this batch belongs to; the missing ones are created (a lost or late run-start too).
+    const runs = new Map<string, RunState>();
+    const existing = runIds.length > 0 ? await db.selectFrom('runs').selectAll().where('id', 'in', runIds).execute() : [];
+    for (const row of existing) runs.set(row.id, { row, created: false, changed: false });
+    const missing = runIds.filter((id) => !runs.has(id));
+    if (missing.length > 0) {
+      const rows: RunRow[] = missing.map((id) => {
+        const own = unique.filter((e) => e.runId === id);
+        const start = own.find((e) => e.type === 'run-start');
+        const startedAt = start?.ts ?? own.reduce((min, e) => (e.ts < min ? e.ts : min), own[0]!.ts);
+        return { id, device_id: deviceId, plan, started_at: startedAt, ended_at: null, status: 'running', progress: 0, report: null, created_at: now, last_seq: -1, current_task: null, message: null };
+      });
+      const created = await db
+        .insertInto('runs')
+        .values(rows)
+        .onConflict((oc) => oc.column('id').doNothing())
+        .returning('id')
+        .execute();
+      const createdIds = new Set(created.map((r) => r.id));
+      for (const row of rows) if (createdIds.has(row.id)) runs.set(row.id, { row, created: true, changed: false });
+      // Created meanwhile by another transaction (PostgreSQL): read what it wrote.
+      const raced = missing.filter((id) => !createdIds.has(id));
+      if (raced.length > 0) {
+        for (const row of await db.selectFrom('runs').selectAll().where('id', 'in', raced).execute()) {
+          runs.set(row.id, { row, created: false, changed: false });
         }
       }
-      for (const r of runs.values()) if (r.row.device_id !== deviceId) throw new ForeignRunError(r.row.id, deviceId);
-      // A new run means the device's earlier unfinished runs were cut short (a power loss, a
-      // reboot): they end as aborted instead of running forever.
-      const createdNow = [...runs.values()].filter((r) => r.created).map((r) => r.row.id);
-      if (createdNow.length > 0) {
-        await db
-          .updateTable('runs')
-          .set({ status: 'aborted', ended_at: now, message: 'interrupted: the device started a newer run' })
-          .where('device_id', '=', deviceId)
-          .where('status', '=', 'running')
-          .where('id', 'not in', createdNow)
-          .execute();
-      }
-
-      // The events: stored at most once each, the conflicts are the duplicates.
-      const freshKeys = new Set<string>();
-      for (let i = 0; i < unique.length; i += this.rowsPerInsert) {
-        const chunk = unique.slice(i, i + this.rowsPerInsert);
-        const inserted = await db
-          .insertInto('events')
-          .values(
-            chunk.map((e) => ({ run_id: e.runId, seq: e.seq, device_id: deviceId, type: e.type, ts: e.ts, received_at: now, body: JSON.stringify(e) })),
-          )
-          .onConflict((oc) => oc.columns(['run_id', 'seq']).doNothing())
-          .returning(['run_id', 'seq'])
-          .execute();
-        for (const r of inserted) freshKeys.add(key(r.run_id, r.seq));
-      }
-      const freshEvents = unique.filter((e) => freshKeys.has(key(e.runId, e.seq)));
-      const fresh: StoredEvent[] = freshEvents.map((e) => ({
-        runId: e.runId,
-        seq: e.seq,
-        deviceId,
-        type: e.type,
-        ts: e.ts,
-        receivedAt: now,
-        body: e as unknown as Record<string, unknown>,
-      }));
-      const result = (device: DeviceRow): IngestResult => ({
-        stored: fresh.length,
-        duplicates: events.length - fresh.length,
-        fresh,
-        device: toDevice(device),
-      });
-      // A re-sent batch changes nothing.
-      if (fresh.length === 0) return result(deviceRow);
-
-      // Runs: each updated once from its fresh events in seq order.
-      const byRun = new Map<string, BootlineEvent[]>();
-      for (const e of freshEvents) {
-        const list = byRun.get(e.runId);
-        if (list) list.push(e);
-        else byRun.set(e.runId, [e]);
-      }
-      for (const [id, list] of byRun) applyToRun(runs.get(id)!, list.sort((a, b) => a.seq - b.seq), plan);
-      for (const r of runs.values()) {
-        if (!r.changed) continue;
-        const { row } = r;
-        await db
-          .updateTable('runs')
-          .set({
-            plan: row.plan,
-            started_at: row.started_at,
-            ended_at: row.ended_at,
-            status: row.status,
-            progress: row.progress,
-            report: row.report,
-            last_seq: row.last_seq,
-            current_task: row.current_task,
-            message: row.message,
-          })
-          .where('id', '=', row.id)
-          .execute();
-      }
-
-      // The device follows its current run: the newest run heard of (by arrival, not by the
-      // device's clock). Events of an older run are stored but leave the device alone.
-      const device: DeviceRow = { ...deviceRow, last_seen: now };
-      let current: RunState | undefined;
-      for (const id of runIds) {
-        const r = runs.get(id);
-        if (r?.created && byRun.has(id)) current = r;
-      }
-      if (current) device.current_run = current.row.id;
-      else if (device.current_run !== null) current = runs.get(device.current_run);
-      if (current?.changed) {
-        if (current.row.plan !== null) device.plan = current.row.plan;
-        device.state = STATE_OF[current.row.status];
-        device.progress = current.row.progress;
-        device.current_task = current.row.current_task;
-        device.message = current.row.message;
-      }
+    }
+    for (const r of runs.values()) if (r.row.device_id !== deviceId) throw new ForeignRunError(r.row.id, deviceId);
+    // A new run means the device's earlier unfinished runs were cut short (a power loss, a
+    // reboot): they end as aborted instead of running forever.
+    const createdNow = [...runs.values()].filter((r) => r.created).map((r) => r.row.id);
+    if (createdNow.length > 0) {
       await db
-        .updateTable('devices')
-        .set({
-          last_seen: device.last_seen,
-          current_run: device.current_run,
-          plan: device.plan,
-          state: device.state,
-          progress: device.progress,
-          current_task: device.current_task,
-          message: device.message,
-        })
-        .where('id', '=', deviceId)
+        .updateTable('runs')
+        .set({ status: 'aborted', ended_at: now, message: 'interrupted: the device started a newer run' })
+        .where('device_id', '=', deviceId)
+        .where('status', '=', 'running')
+        .where('id', 'not in', createdNow)
         .execute();
-      return result(device);
+    }
+
+    // The events: stored at most once each, the conflicts are the duplicates.
+    const freshKeys = new Set<string>();
+    for (let i = 0; i < unique.length; i += this.rowsPerInsert) {
+      const chunk = unique.slice(i, i + this.rowsPerInsert);
+      const inserted = await db
+        .insertInto('events')
+        .values(
+          chunk.map((e) => ({ run_id: e.runId, seq: e.seq, device_id: deviceId, type: e.type, ts: e.ts, received_at: now, body: JSON.stringify(e) })),
+        )
+        .onConflict((oc) => oc.columns(['run_id', 'seq']).doNothing())
+        .returning(['run_id', 'seq'])
+        .execute();
+      for (const r of inserted) freshKeys.add(key(r.run_id, r.seq));
+    }
+    const freshEvents = unique.filter((e) => freshKeys.has(key(e.runId, e.seq)));
+    const fresh: StoredEvent[] = freshEvents.map((e) => ({
+      runId: e.runId,
+      seq: e.seq,
+      deviceId,
+      type: e.type,
+      ts: e.ts,
+      receivedAt: now,
+      body: e as unknown as Record<string, unknown>,
+    }));
+    const result = (device: DeviceRow): IngestResult => ({
+      stored: fresh.length,
+      duplicates: events.length - fresh.length,
+      fresh,
+      device: toDevice(device),
     });
+    // A re-sent batch changes nothing.
+    if (fresh.length === 0) return result(deviceRow);
+
+    // Runs: each updated once from its fresh events in seq order.
+    const byRun = new Map<string, BootlineEvent[]>();
+    for (const e of freshEvents) {
+      const list = byRun.get(e.runId);
+      if (list) list.push(e);
+      else byRun.set(e.runId, [e]);
+    }
+    for (const [id, list] of byRun) applyToRun(runs.get(id)!, list.sort((a, b) => a.seq - b.seq), plan);
+    for (const r of runs.values()) {
+      if (!r.changed) continue;
+      const { row } = r;
+      await db
+        .updateTable('runs')
+        .set({
+          plan: row.plan,
+          started_at: row.started_at,
+          ended_at: row.ended_at,
+          status: row.status,
+          progress: row.progress,
+          report: row.report,
+          last_seq: row.last_seq,
+          current_task: row.current_task,
+          message: row.message,
+        })
+        .where('id', '=', row.id)
+        .execute();
+    }
+
+    // The device follows its current run: the newest run heard of (by arrival, not by the
+    // device's clock). Events of an older run are stored but leave the device alone.
+    const device: DeviceRow = { ...deviceRow, last_seen: now };
+    let current: RunState | undefined;
+    for (const id of runIds) {
+      const r = runs.get(id);
+      if (r?.created && byRun.has(id)) current = r;
+    }
+    if (current) device.current_run = current.row.id;
+    else if (device.current_run !== null) current = runs.get(device.current_run);
+    if (current?.changed) {
+      if (current.row.plan !== null) device.plan = current.row.plan;
+      device.state = STATE_OF[current.row.status];
+      device.progress = current.row.progress;
+      device.current_task = current.row.current_task;
+      device.message = current.row.message;
+    }
+    await db
+      .updateTable('devices')
+      .set({
+        last_seen: device.last_seen,
+        current_run: device.current_run,
+        plan: device.plan,
+        state: device.state,
+        progress: device.progress,
+        current_task: device.current_task,
+        message: device.message,
+      })
+      .where('id', '=', deviceId)
+      .execute();
+    return result(device);
   }
 
   async getRun(id: string): Promise<Run | undefined> {

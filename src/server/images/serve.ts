@@ -14,13 +14,12 @@
 //   `<dataDir>/images/<name>/` is served.
 // - `onBytes(n)`: the bytes of each response's body, when it ends or is aborted (for /metrics).
 //
-// Why plain fs streams: each response is one fd read in 1 MiB chunks piped to the socket, so
-// the CPU per byte is the kernel's copy and little else. @fastify/send does the same reads
-// underneath, but it stats by path (a registration renaming a new file in between its stat and
-// open would send new bytes under old headers) and its ETag is weak, which If-Range (and so a
-// resuming client) cannot use; measured with the same 1 MiB chunks it was no faster. Here the
-// fd is opened first and every header comes from fstat of that fd.
-import { close, createReadStream, fstat, open, constants as fsc } from 'node:fs';
+// Why not @fastify/send: it stats by path (a registration renaming a new file in between
+// its stat and open would send new bytes under old headers) and its ETag is weak, which
+// If-Range (and so a resuming client) cannot use. Here the fd is opened first, every header
+// comes from fstat of that fd, and the body goes out through file-pump.ts.
+import { close, fstat, open, constants as fsc } from 'node:fs';
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { BigIntStats } from 'node:fs';
 import { basename } from 'node:path';
 import { promisify } from 'node:util';
@@ -30,14 +29,7 @@ import type { Image } from '../../api/admin.ts';
 import type { Store } from '../db/store.ts';
 import { s3HttpUrl } from '../../image/sources/s3.ts';
 import { checkName, ImagePathError, parseImageUrl, resolveImageFile } from './paths.ts';
-
-/**
- * Read size per chunk. Server CPU per GiB served, measured on this machine (node 20, 2 cores,
- * 1 GiB file in the page cache, 50 concurrent `curl -o /dev/null` over loopback; aggregate
- * throughput was too noisy with the clients on the same cores to rank by): 64 KiB (the fs
- * default) 1.16-1.26 s, 256 KiB 0.92 s, 1 MiB 0.75-0.78 s; this route with 1 MiB 0.76-0.86 s.
- */
-export const CHUNK = 1024 * 1024;
+import { pumpFile } from './file-pump.ts';
 
 export interface S3Config {
   /** S3-compatible endpoint (MinIO, Ceph...); default AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS. */
@@ -293,12 +285,15 @@ export async function serveFile(req: FastifyRequest, reply: FastifyReply, path: 
     reply.code(status).header('content-type', contentType(display)).header('content-length', String(length));
     if (req.method === 'HEAD' || length === 0) return reply.send();
 
-    const stream = createReadStream('', { fd, start, end, highWaterMark: CHUNK, autoClose: true });
+    // The body bypasses Fastify's stream handling: reused buffers (file-pump.ts). The reply
+    // is hijacked, so the headers set on it are written here; onResponse hooks still run
+    // when the response finishes.
+    reply.hijack();
+    reply.raw.writeHead(status, reply.getHeaders() as OutgoingHttpHeaders);
     handedOff = true;
-    // Counted once per response, not per chunk (a listener per chunk measurably costs CPU at
-    // these rates); on an aborted download this includes up to one chunk read but not sent.
-    if (onBytes) stream.once('close', () => stream.bytesRead > 0 && onBytes(stream.bytesRead));
-    return reply.send(stream);
+    // Counted once per response, not per chunk; an aborted download counts what was sent.
+    void pumpFile(fd, reply.raw, start, end).then((r) => r.bytes > 0 && onBytes?.(r.bytes));
+    return reply;
   } finally {
     if (!handedOff) closeQuietly(fd);
   }
