@@ -263,6 +263,19 @@ function suite(kind: 'sqlite' | 'postgres') {
       assert.equal(kernel.text, 'kernel');
       assert.equal((await s.call('GET', '/installer/..%2fsecret')).status, 400);
       assert.equal((await s.call('GET', '/images/..%2f..%2fsecret/x')).status >= 400, true);
+
+      // Once its run succeeded the device boots its disk, until an admin asks for it again.
+      const dev = ok.json as { deviceId: string; credential: string };
+      const done = runEvents('boot-run-1');
+      assert.equal((await s.call('POST', '/api/v1/device/events', { token: dev.credential, body: { events: done } })).status, 200);
+      assert.equal((await s.admin('GET', `/api/v1/devices/${dev.deviceId}`)).json.state, 'succeeded');
+      const provisioned = (await s.call('GET', '/boot/52-54-00-12-34-56.ipxe')).text;
+      assert.match(provisioned, /^echo bootline: 52:54:00:12:34:56 is provisioned, booting from disk\nexit$/m);
+      assert.equal((await s.call('POST', `/api/v1/devices/${dev.deviceId}/reprovision`)).status, 401);
+      assert.equal((await s.admin('POST', '/api/v1/devices/dev_nobody/reprovision')).status, 404);
+      assert.equal((await s.admin('POST', `/api/v1/devices/${dev.deviceId}/reprovision`)).status, 204);
+      assert.equal((await s.admin('GET', `/api/v1/devices/${dev.deviceId}`)).json.state, 'enrolled');
+      assert.match((await s.call('GET', '/boot/52-54-00-12-34-56.ipxe')).text, /kernel .*bootline\.token=/);
     });
   });
 }

@@ -616,6 +616,15 @@ export class KyselyStore implements Store {
       .execute();
   }
 
+  async requestReprovision(deviceId: string, now: string): Promise<boolean> {
+    const r = await this.db
+      .updateTable('devices')
+      .set({ state: 'enrolled', progress: 0, current_task: null, message: `reprovision requested at ${now}` })
+      .where('id', '=', deviceId)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   async touchDevice(deviceId: string, now: string): Promise<void> {
     await this.db.updateTable('devices').set({ last_seen: now }).where('id', '=', deviceId).execute();
   }

@@ -61,6 +61,8 @@ export interface Store {
   countDevicesByState(): Promise<Record<DeviceState, number>>;
   setInventory(deviceId: string, inventory: Record<string, unknown>, now: string): Promise<void>;
   touchDevice(deviceId: string, now: string): Promise<void>;
+  /** Marks a device to be bootstrapped again at its next network boot (state back to enrolled); false when unknown. */
+  requestReprovision(deviceId: string, now: string): Promise<boolean>;
 
   /**
    * Stores a batch of one device's events, each at most once by (runId, seq), in one

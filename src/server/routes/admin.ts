@@ -73,6 +73,21 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
       return markStalled(d);
     },
   );
+  app.post<{ Params: { id: string } }>(
+    `${API_PREFIX}/devices/:id/reprovision`,
+    {
+      schema: {
+        summary: 'Bootstrap a provisioned device again at its next network boot (it boots from disk until then)',
+        ...tag('devices'),
+        params: Id,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    async (req, reply) => {
+      if (!(await store.requestReprovision(req.params.id, new Date().toISOString()))) throw notFound(`no device ${req.params.id}`);
+      return reply.code(204).send();
+    },
+  );
   app.get<{ Params: { id: string } }>(
     `${API_PREFIX}/devices/:id/runs`,
     { schema: { summary: "A device's runs, newest first", ...tag('devices'), params: Id, response: { 200: Type.Array(Run), ...errors } } },

@@ -28,12 +28,15 @@ export function bootRoutes(app: FastifyInstance, ctx: AppContext): void {
       const mac = req.params.mac.toLowerCase().replace(/-/g, ':');
       const known = await ctx.store.findDeviceByMac(mac);
       const rule = chooseRule(await ctx.store.listRules(), known ?? { serial: null, macs: [mac] });
-      if (!rule) return ipxe(reply, exitScript(`bootline: no rule for ${mac}: booting from disk`));
-      if (rule.action === 'none') return ipxe(reply, exitScript(`bootline: nothing to do for ${mac}: booting from disk`));
+      if (!rule) return ipxe(reply, exitScript(`no rule for ${mac}`));
+      if (rule.action === 'none') return ipxe(reply, exitScript(`nothing to do for ${mac}`));
+      // Provisioned: its disk holds the target, and booting the installer again would start
+      // over (a device's firmware usually tries the network first). POST .../reprovision undoes it.
+      if (known?.state === 'succeeded') return ipxe(reply, exitScript(`${known.serial ?? mac} is provisioned`));
       const missing = Object.values(INSTALLER_FILES).filter((f) => !existsSync(join(installerDir, f)));
       if (missing.length) {
         req.log.warn({ missing, installerDir }, 'installer files missing');
-        return ipxe(reply, exitScript(`bootline: the server has no installer (${missing.join(', ')} missing in ${installerDir})`));
+        return ipxe(reply, exitScript(`the server has no installer (${missing.join(', ')} missing in ${installerDir})`));
       }
       const base = ctx.baseUrl(req);
       const token = bootToken(ctx.secret, mac, Date.now() + ctx.config.bootTokenTtl * 1000);
