@@ -4,7 +4,10 @@
 // Boot order is given with bootindex (OVMF turns it into its BootOrder through fw_cfg):
 // a USB stick first when one is given, then the network (iPXE ROM on the virtio NIC),
 // then the virtio disk. When the server's script says `exit`, iPXE returns to the
-// firmware, which tries the next entry: the disk.
+// firmware, which tries the next entry. OVMF counts its own PXE and HTTP boot entries for
+// the same NIC as part of the network's place in that order, and would try them all
+// (HTTP boot waits for a timeout) before the disk; the fw_cfg knobs below switch its own
+// network stack off, so the next entry after iPXE is the disk. iPXE has its own stack.
 
 export type Accel = 'kvm' | 'tcg';
 export type TpmModel = 'tpm-crb' | 'tpm-tis';
@@ -33,6 +36,9 @@ export function qemuValue(v: string): string {
   return v.replace(/,/g, ',,');
 }
 
+/** OVMF's own network boot (PXE, HTTP boot, IPv4 and IPv6 stacks), off: iPXE does it. */
+export const OVMF_NETWORK_OFF = ['IPv4PXESupport', 'IPv6PXESupport', 'IPv4Support', 'IPv6Support'];
+
 export function qemuArgs(s: QemuDeviceSpec): string[] {
   const q = qemuValue;
   const args: string[] = [
@@ -57,6 +63,7 @@ export function qemuArgs(s: QemuDeviceSpec): string[] {
       '-device', `usb-storage,bus=xhci.0,drive=usb0,bootindex=${bootindex++}`,
     );
   }
+  for (const knob of OVMF_NETWORK_OFF) args.push('-fw_cfg', `name=opt/org.tianocore/${knob},string=no`);
   args.push(
     '-netdev', `user,id=net0,tftp=${q(s.net.tftpDir)},bootfile=${q(s.net.bootfile)}`,
     '-device', `virtio-net-pci,netdev=net0,mac=${s.net.mac},romfile=${q(s.net.romfile)},bootindex=${bootindex++}`,

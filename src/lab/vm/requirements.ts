@@ -19,6 +19,7 @@ export interface Requirement {
 export const IPXE_VIRTIO_ROM = '/usr/lib/ipxe/qemu/efi-virtio.rom';
 export const QEMU = 'qemu-system-x86_64';
 export const SWTPM = 'swtpm';
+export const SWTPM_SETUP = 'swtpm_setup';
 
 export function labRequirements(firmware: FirmwareChoice, o: { tpm: boolean }): Requirement[] {
   return [
@@ -26,7 +27,12 @@ export function labRequirements(firmware: FirmwareChoice, o: { tpm: boolean }): 
     { what: 'OVMF firmware code', need: firmware.code, debianPackage: 'ovmf' },
     { what: 'OVMF variables template', need: firmware.varsTemplate, debianPackage: 'ovmf' },
     { what: 'the iPXE ROM for virtio-net', need: IPXE_VIRTIO_ROM, debianPackage: 'ipxe-qemu' },
-    ...(o.tpm ? [{ what: 'the software TPM', need: SWTPM, debianPackage: 'swtpm' }] : []),
+    ...(o.tpm
+      ? [
+          { what: 'the software TPM', need: SWTPM, debianPackage: 'swtpm' },
+          { what: "the software TPM's setup tool", need: SWTPM_SETUP, debianPackage: 'swtpm-tools' },
+        ]
+      : []),
   ];
 }
 

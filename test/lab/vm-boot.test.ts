@@ -1,0 +1,129 @@
+// Virtual devices booting for real (QEMU under TCG here, KVM where it works): OVMF ->
+// iPXE ROM -> the lab's TFTP script -> the server's /boot.ipxe -> the per-device script
+// -> Debian's kernel and a test initramfs that prints the device's identity. Needs
+// qemu-system-x86, ovmf, ipxe-qemu, swtpm, cpio, and Debian's kernel and busybox-static
+// (downloaded once into the lab cache).
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { IncomingMessage } from 'node:http';
+import { startTestServer, type TestServer } from '../server/test-server.ts';
+import { startLab, type Lab } from '../../src/lab/vm/lab.ts';
+import { startDevice, DeviceStartError } from '../../src/lab/vm/device.ts';
+import { deviceIdentity } from '../../src/lab/vm/identity.ts';
+import { chooseFirmware } from '../../src/lab/vm/ovmf.ts';
+import { isAlive } from '../../src/lab/vm/processes.ts';
+import { onPath } from '../../src/which.ts';
+import { installTestInstaller, MARKER_RE } from './vm-fixtures.ts';
+
+const skip = !onPath('qemu-system-x86_64') || !onPath('swtpm') ? 'needs qemu-system-x86 and swtpm (scripts/setup.sh)' : false;
+
+let line: TestServer;
+/** Paths the server was asked for, in order. */
+const requested: string[] = [];
+
+before(async () => {
+  if (skip) return;
+  line = await startTestServer();
+  line.server.app.server.on('request', (req: IncomingMessage) => requested.push(req.url ?? ''));
+  await installTestInstaller(join(line.data, 'installer'));
+  assert.equal((await line.admin('PUT', '/api/v1/plans/lab', { config: { unattended: true, tasks: [{ name: 'hello', script: 'hello.sh' }] } })).status, 200);
+  const rule = await line.admin('POST', '/api/v1/rules', { match: 'default', action: 'run', plan: 'lab', priority: 100 });
+  assert.equal(rule.status, 201, rule.text);
+});
+after(async () => {
+  await line?.close();
+});
+
+/** Processes whose command line mentions `dir` (QEMU and swtpm name their sockets there). */
+function processesIn(dir: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-a', '-f', dir], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+async function bootToMarker(lab: Lab, index: number) {
+  const d = lab.devices[index - 1]!;
+  const m = await lab.waitForSerial(d, MARKER_RE, 80_000);
+  const seconds = (Date.now() - Date.parse(d.startedAt)) / 1000;
+  const [, serial, uuid, mac, tpm, server] = m;
+  return { d, serial, uuid, mac, tpm, server, seconds };
+}
+
+test('a device network-boots OVMF -> iPXE -> the server -> the installer, which sees its own SMBIOS serial, UUID, MAC and TPM', { skip, timeout: 120_000 }, async (t) => {
+  const lab = await startLab({ devices: 1, serverUrl: line.url, diskSize: '1G', memoryMiB: 512 });
+  try {
+    assert.equal(lab.accel.accel === 'kvm' || lab.accel.accel === 'tcg', true);
+    const r = await bootToMarker(lab, 1);
+    t.diagnostic(`${lab.accel.accel.toUpperCase()}: QEMU start to marker ${r.seconds.toFixed(1)} s (1 device)`);
+    assert.equal(r.serial, r.d.serial);
+    assert.equal(r.uuid, r.d.uuid);
+    assert.equal(r.mac, r.d.mac);
+    assert.equal(r.tpm, 'tpm0', 'swtpm gives the guest a TPM');
+    assert.equal(r.server, lab.guestServerUrl, 'the kernel command line came from the per-device script');
+    const hyphens = r.d.mac.replace(/:/g, '-');
+    for (const path of ['/boot.ipxe', `/boot/${hyphens}.ipxe`, '/installer/vmlinuz', '/installer/initrd.img'])
+      assert.ok(requested.includes(path), `the server was asked for ${path}: ${requested.join(' ')}`);
+    // /init powers off: QEMU ends by itself.
+    assert.equal(await lab.waitForExit(1, 30_000), true, 'the guest powered off');
+  } finally {
+    await lab.stop();
+  }
+  assert.equal(existsSync(lab.dir), false, 'the lab dir is gone');
+  assert.deepEqual(processesIn(lab.dir), [], 'no QEMU or swtpm of the lab is left');
+});
+
+test('two devices boot side by side with distinct serial numbers, UUIDs and MACs', { skip, timeout: 150_000 }, async (t) => {
+  const lab = await startLab({ devices: 2, serverUrl: line.url, diskSize: '1G', memoryMiB: 512 });
+  try {
+    const [a, b] = await Promise.all([bootToMarker(lab, 1), bootToMarker(lab, 2)]);
+    t.diagnostic(`${lab.accel.accel.toUpperCase()}: QEMU start to marker ${a.seconds.toFixed(1)} s and ${b.seconds.toFixed(1)} s (2 devices at once)`);
+    assert.equal(a.serial, a.d.serial);
+    assert.equal(b.serial, b.d.serial);
+    assert.notEqual(a.serial, b.serial);
+    assert.notEqual(a.uuid, b.uuid);
+    assert.notEqual(a.mac, b.mac);
+    for (const r of [a, b]) assert.ok(requested.includes(`/boot/${r.d.mac.replace(/:/g, '-')}.ipxe`));
+  } finally {
+    await lab.stop();
+  }
+  assert.equal(existsSync(lab.dir), false);
+  assert.deepEqual(processesIn(lab.dir), []);
+});
+
+test('stop() in the middle of a boot leaves no process and no file; QMP answers while it runs', { skip, timeout: 60_000 }, async () => {
+  const lab = await startLab({ devices: 1, serverUrl: line.url, diskSize: '64M', memoryMiB: 512 });
+  const d = lab.devices[0]!;
+  try {
+    assert.equal((await lab.qmp<{ status: string }>(1, 'query-status')).status, 'running');
+    assert.ok(isAlive(d.qemuPid) && isAlive(d.swtpmPid!));
+  } finally {
+    await lab.stop();
+  }
+  assert.equal(isAlive(d.qemuPid), false);
+  assert.equal(isAlive(d.swtpmPid!), false);
+  assert.equal(existsSync(lab.dir), false);
+  assert.deepEqual(processesIn(lab.dir), []);
+});
+
+test('a QEMU that dies at start takes its swtpm with it and says why', { skip, timeout: 30_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bootline-lab-fail-'));
+  try {
+    // A "firmware" that is not one: QEMU refuses the pflash and exits.
+    const firmware = { ...chooseFirmware({ secureBoot: false, vars: 'empty' }), code: '/etc/hostname' };
+    const err = await startDevice({
+      labDir: dir, identity: deviceIdentity('fail', 1), accel: 'tcg', memoryMiB: 256, cpus: 1, diskBytes: 64 << 20,
+      firmware, tftpDir: dir, bootfile: 'boot.ipxe', tpm: true, tpmModel: 'tpm-crb',
+    }).then(() => null, (e: Error) => e);
+    assert.ok(err instanceof DeviceStartError, String(err));
+    assert.match(err.message, /QEMU exited at start/);
+    assert.deepEqual(processesIn(dir), [], 'swtpm was stopped');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
