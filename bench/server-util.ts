@@ -1,8 +1,12 @@
 // Helpers for bench/server.ts: the real `bootline serve` as a child process, what /proc says
 // about a process tree (CPU time, peak RSS), a small JSON-over-HTTP client, percentiles.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { callApi, startLineServer, stopChild as stopChildProcess } from '../src/lab/line-server.ts';
+
+/** SIGTERM (or `signal`), then SIGKILL after `graceMs`; resolves once the process has exited. */
+export const stopChild = (child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> => stopChildProcess(child, graceMs, signal);
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const BUNDLE = join(ROOT, 'dist', 'bootline.mjs');
@@ -143,74 +147,22 @@ export function track(child: ChildProcess): ChildProcess {
   return child;
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`; resolves once the process has exited. */
-export function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((done) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    child.once('exit', () => {
-      clearTimeout(t);
-      done();
-    });
-    child.kill(signal);
-  });
-}
-
 /**
  * `bootline serve` on a free loopback port; resolves once it has printed its URL (and admin
  * token). What it prints afterwards (warnings and errors only, with --log-level warn) goes to
- * `logFile` when given, else to our stderr.
+ * `logFile` when given.
  */
-export function startBootline(data: string, db?: string, nodeArgs: string[] = [], logFile?: string, logLevel = 'warn'): Promise<ServerProcess> {
-  const args = [...nodeArgs, BUNDLE, 'serve', '--data', data, '--listen', '127.0.0.1:0', '--log-level', logLevel, ...(db ? ['--db', db] : [])];
+export async function startBootline(data: string, db?: string, nodeArgs: string[] = [], logFile?: string, logLevel = 'warn'): Promise<ServerProcess> {
+  const s = await startLineServer({ cli: BUNDLE, data, ...(db ? { db } : {}), nodeArgs, ...(logFile ? { logFile } : {}), logLevel });
+  track(s.child);
   const command = `node ${nodeArgs.length ? `${nodeArgs.join(' ')} ` : ''}dist/bootline.mjs serve --data DIR --listen 127.0.0.1:PORT --log-level ${logLevel}${db ? ' --db postgres://…' : ''}`;
-  const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  return new Promise((resolvePromise, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => fail(new Error('bootline serve did not print its URL within 30 s')), 30_000);
-    const fail = (e: Error) => {
-      clearTimeout(timer);
-      child.kill('SIGKILL');
-      reject(new Error(`${e.message}\nstdout: ${out}\nstderr: ${err.slice(-2000)}`));
-    };
-    let started = false;
-    const after = (d: Buffer) => (logFile ? appendFileSync(logFile, d) : process.stderr.write(d));
-    child.stderr!.on('data', (d: Buffer) => (started ? after(d) : (err = (err + d).slice(-4000))));
-    const onExit = (code: number | null) => fail(new Error(`bootline serve exited (${code})`));
-    child.on('exit', onExit);
-    child.stdout!.on('data', (d: Buffer) => {
-      if (started) return void after(d);
-      out += d;
-      const m = /bootline server listening on (\S+)/.exec(out);
-      // The token, when there is one, comes in the same write as the URL.
-      if (!m || !out.endsWith('\n')) return;
-      clearTimeout(timer);
-      started = true;
-      child.off('exit', onExit);
-      const token = /admin token \(shown once, stored hashed\): (\S+)/.exec(out)?.[1];
-      resolvePromise({ child, pid: child.pid!, url: m[1]!, adminToken: token, command, stop: () => stopChild(child) });
-    });
-  });
+  return { child: s.child, pid: s.pid, url: s.url, adminToken: s.adminToken, command, stop: () => s.stop() };
 }
 
 // ---------------------------------------------------------------------------------
 // HTTP
 
-export async function call(url: string, method: string, token: string | undefined, body?: unknown): Promise<{ status: number; json: unknown; text: string }> {
-  const headers: Record<string, string> = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(url, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json, text };
-}
+export const call = (url: string, method: string, token: string | undefined, body?: unknown) => callApi(url, method, token, body);
 
 /** Like call(), but throws unless the status is `expect`. */
 export async function must(expect: number, url: string, method: string, token: string | undefined, body?: unknown): Promise<unknown> {
