@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerRun } from './run.ts';
 import { registerImage } from './image.ts';
 import { registerServe } from './serve.ts';
+import { registerLab } from './lab.ts';
 
 declare const BOOTLINE_VERSION: string;
 const version = typeof BOOTLINE_VERSION === 'string' ? BOOTLINE_VERSION : '0.0.0-dev';
@@ -15,6 +16,7 @@ const program = new Command('bootline')
 registerRun(program, version);
 registerImage(program, version);
 registerServe(program);
+registerLab(program);
 
 // Errors meant for the user (bad input, a failed copy) print their message; programming
 // errors print their stack, so that a bug report has it.
