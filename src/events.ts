@@ -33,6 +33,18 @@ export const PlannedTask = Type.Object({
 });
 export type PlannedTask = Static<typeof PlannedTask>;
 
+/** The netboot installer the agent runs in (from its /etc/bootline/installer.json). */
+export const InstallerInfo = Type.Object({
+  version: Type.String(),
+  /** Kernel release, e.g. 6.1.0-41-amd64. */
+  kernel: Type.String(),
+  /** Size of initrd.img as served (compressed). */
+  initramfsBytes: Type.Integer({ minimum: 0 }),
+  /** Seconds from kernel start to the agent's start (/proc/uptime). */
+  bootSeconds: Type.Optional(Type.Number()),
+});
+export type InstallerInfo = Static<typeof InstallerInfo>;
+
 export const RunStartEvent = Type.Object({
   type: Type.Literal('run-start'),
   ...base,
@@ -42,6 +54,8 @@ export const RunStartEvent = Type.Object({
   hostname: Type.String(),
   /** Seconds since the kernel booted when the agent started (from /proc/uptime). */
   bootSeconds: Type.Optional(Type.Number()),
+  /** Set when the agent runs in bootline's installer. */
+  installer: Type.Optional(InstallerInfo),
   resumed: Type.Array(Type.String(), { description: 'tasks the journal says already finished' }),
 });
 

@@ -18,6 +18,7 @@ import { Tail } from './tail.ts';
 import { TaskError, type BuiltinTask, type TaskProgress } from './tasks/builtin.ts';
 import type { Interaction } from './interaction.ts';
 import { sleep } from './timing.ts';
+import { readInstallerInfo } from './installer-info.ts';
 
 export interface RunOptions {
   config: Config;
@@ -71,6 +72,8 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
   const resumed = tasks.filter((t) => t.rerun !== 'always' && journal.finished(t)).map((t) => t.name);
 
   const shares = tracker.shares();
+  const boot = await bootSeconds();
+  const installer = await readInstallerInfo(boot.bootSeconds);
   emitter.emit({
     type: 'run-start',
     progress: 0,
@@ -79,7 +82,8 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     version: o.version,
     hostname: hostname(),
     resumed,
-    ...(await bootSeconds()),
+    ...boot,
+    ...(installer ? { installer } : {}),
   });
   if (previous && resumed.length > 0) log('info', `resuming run ${previous.runId}: ${resumed.join(', ')} finished before and will be skipped (--fresh runs everything)`);
 

@@ -23,6 +23,8 @@
 //                          A task name may contain dots: the longest name followed by a
 //                          task key wins. `with` options are strings (the built-in's own
 //                          schema converts them); a dotted option name is one key.
+//   bootline.shell, .exit, .net, .dhcpTimeout, .hostname, .install, .modules, .debug
+//                          are the installer's /init's (INIT_PARAMS): ignored here.
 //   anything else          (root=, console=, quiet, BOOT_IMAGE=...) ignored.
 // A key given twice: the later one wins, as with most kernel parameters.
 import type { TSchema } from '@sinclair/typebox';
@@ -47,6 +49,11 @@ export const CMDLINE_SOURCE = 'kernel command line';
 
 const isSpace = (c: string | undefined): boolean =>
   c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '\v' || c === '\f';
+
+/** Read by the installer's /init (see docs/lab.md), not by the agent: accepted and left alone here. */
+export const INIT_PARAMS: ReadonlySet<string> = new Set([
+  'bootline.shell', 'bootline.exit', 'bootline.net', 'bootline.dhcpTimeout', 'bootline.hostname', 'bootline.install', 'bootline.modules', 'bootline.debug',
+]);
 
 const ours = (name: string): boolean => name.startsWith('bootline.') || name.startsWith('installer.');
 
@@ -221,7 +228,7 @@ export function parseCmdline(text: string, source: string = CMDLINE_SOURCE): { l
   let config: { value: string; origin: Origin } | undefined;
 
   for (const p of params) {
-    if (!ours(p.name) && p.name !== 'bootline' && p.name !== 'installer') continue;
+    if ((!ours(p.name) && p.name !== 'bootline' && p.name !== 'installer') || INIT_PARAMS.has(p.name)) continue;
     if (p.unbalanced) continue; // already reported
     const origin: Origin = { source, param: p.raw, column: p.column };
     const fail = (message: string) => issues.push({ origin: { source, column: p.column }, key: shown(p.raw), message });

@@ -41,6 +41,30 @@ export async function candidateVersion(name: string): Promise<string> {
   return m[1]!;
 }
 
+/** `apt-cache policy` output for several packages -> each one's candidate version. */
+export function parseCandidates(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  let pkg: string | undefined;
+  for (const line of text.split('\n')) {
+    const head = /^(\S+):$/.exec(line);
+    if (head) pkg = head[1];
+    const m = /^\s*Candidate:\s*(\S+)/.exec(line);
+    if (m && pkg && m[1] !== '(none)') out.set(pkg, m[1]!);
+  }
+  return out;
+}
+
+/** Candidate versions of many packages in one call (apt-cache takes about a second to start). */
+export async function candidateVersions(names: string[]): Promise<Map<string, string>> {
+  requireTools();
+  const { stdout } = await execFile('apt-cache', ['policy', ...names], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const versions = parseCandidates(stdout);
+  const unknown = names.filter((n) => !versions.has(n));
+  if (unknown.length > 0)
+    throw new DebianPackageError(`Debian package${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not known to apt here: run "apt-get update" (as root) and check the name`);
+  return versions;
+}
+
 /** The package a virtual package or metapackage (e.g. linux-image-amd64) depends on first, matching `pattern`. */
 export async function resolveDependency(name: string, pattern: RegExp): Promise<string> {
   requireTools();
@@ -60,32 +84,12 @@ const safeVersion = (v: string) => v.replace(/[^A-Za-z0-9.+~-]/g, '_');
  * Each step writes into a temp name and renames, so an interrupted build leaves no
  * half-unpacked tree that a later build would trust.
  */
-export async function fetchPackage(name: string, cache = DEFAULT_LAB_CACHE): Promise<UnpackedPackage> {
-  const version = await candidateVersion(name);
-  const debDir = join(cache, 'debs');
-  const treeDir = join(cache, 'trees');
-  mkdirSync(debDir, { recursive: true });
-  mkdirSync(treeDir, { recursive: true });
+export async function fetchPackage(name: string, cache = DEFAULT_LAB_CACHE, version?: string): Promise<UnpackedPackage> {
+  version ??= await candidateVersion(name);
+  const { debDir, treeDir } = cacheDirs(cache);
   const key = `${name}_${safeVersion(version)}`;
   const deb = join(debDir, `${key}.deb`);
-  if (!existsSync(deb)) {
-    const tmp = join(debDir, `.download-${key}-${process.pid}`);
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp);
-    try {
-      await execFile('apt-get', ['download', '-q', `${name}=${version}`], { cwd: tmp, encoding: 'utf8', maxBuffer: 16 << 20 });
-      const got = readdirSync(tmp).filter((f) => f.endsWith('.deb'));
-      if (got.length !== 1) throw new DebianPackageError(`apt-get download ${name}=${version} left ${got.length} .deb files in ${tmp}`);
-      renameSync(join(tmp, got[0]!), deb);
-    } catch (e) {
-      const err = e as { stderr?: string; message: string };
-      throw new DebianPackageError(
-        `could not download Debian package ${name} ${version}: ${(err.stderr ?? err.message).trim().split('\n').pop()} — check that the Debian mirror is reachable and run "apt-get update"`,
-      );
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
-  }
+  if (!existsSync(deb)) await download([{ name, version }], debDir);
   const root = join(treeDir, key);
   if (!existsSync(root)) {
     const tmp = `${root}.unpacking-${process.pid}`;
@@ -99,6 +103,53 @@ export async function fetchPackage(name: string, cache = DEFAULT_LAB_CACHE): Pro
     }
   }
   return { name, version, deb, root };
+}
+
+/**
+ * Several packages at apt's candidate versions: one apt-cache call for the versions, one
+ * apt-get call for the downloads missing from the cache, then each is unpacked (once).
+ */
+export async function fetchPackages(names: string[], cache = DEFAULT_LAB_CACHE): Promise<UnpackedPackage[]> {
+  const versions = await candidateVersions(names);
+  const { debDir } = cacheDirs(cache);
+  const missing = names.map((name) => ({ name, version: versions.get(name)! })).filter((p) => !existsSync(join(debDir, `${p.name}_${safeVersion(p.version)}.deb`)));
+  if (missing.length > 0) await download(missing, debDir);
+  const out: UnpackedPackage[] = [];
+  for (const name of names) out.push(await fetchPackage(name, cache, versions.get(name)!));
+  return out;
+}
+
+function cacheDirs(cache: string): { debDir: string; treeDir: string } {
+  const debDir = join(cache, 'debs');
+  const treeDir = join(cache, 'trees');
+  mkdirSync(debDir, { recursive: true });
+  mkdirSync(treeDir, { recursive: true });
+  return { debDir, treeDir };
+}
+
+/** Downloads packages with one apt-get call into a temp dir, then renames each .deb into the cache. */
+async function download(pkgs: { name: string; version: string }[], debDir: string): Promise<void> {
+  const tmp = join(debDir, `.download-${process.pid}-${Date.now()}`);
+  mkdirSync(tmp);
+  try {
+    await execFile('apt-get', ['download', '-q', ...pkgs.map((p) => `${p.name}=${p.version}`)], { cwd: tmp, encoding: 'utf8', maxBuffer: 16 << 20 });
+    const got = readdirSync(tmp).filter((f) => f.endsWith('.deb'));
+    for (const p of pkgs) {
+      // apt names the file <name>_<version, ":" as %3a>_<arch>.deb
+      const file = got.find((f) => f.startsWith(`${p.name}_`));
+      if (!file) throw new DebianPackageError(`apt-get download ${p.name}=${p.version} left no .deb in ${tmp}`);
+      renameSync(join(tmp, file), join(debDir, `${p.name}_${safeVersion(p.version)}.deb`));
+    }
+  } catch (e) {
+    if (e instanceof DebianPackageError) throw e;
+    const err = e as { stderr?: string; message: string };
+    const what = pkgs.length === 1 ? `Debian package ${pkgs[0]!.name} ${pkgs[0]!.version}` : `${pkgs.length} Debian packages`;
+    throw new DebianPackageError(
+      `could not download ${what}: ${(err.stderr ?? err.message).trim().split('\n').pop()} — check that the Debian mirror is reachable and run "apt-get update"`,
+    );
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 export interface DebianKernel {

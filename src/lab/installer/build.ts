@@ -11,7 +11,7 @@ import {
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_LAB_CACHE, fetchKernel, fetchPackage, type UnpackedPackage } from '../debian-packages.ts';
+import { DEFAULT_LAB_CACHE, fetchKernel, fetchPackage, fetchPackages } from '../debian-packages.ts';
 import { onPath } from '../../which.ts';
 import { assembleContents } from './contents.ts';
 import { prepareModules } from './kernel-modules.ts';
@@ -129,11 +129,7 @@ export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
 
     step('packages: the tools and the libraries they depend on');
     const names = await libraryClosure(Object.keys(INSTALLER_PACKAGES), aptDepends);
-    const packages: UnpackedPackage[] = [];
-    for (const name of names) {
-      const p = await fetchPackage(name, o.cache);
-      packages.push(p);
-    }
+    const packages = await fetchPackages(names, o.cache);
     log(`  ${packages.length} packages: ${packages.map((p) => p.name).join(' ')}`);
 
     step('kernel modules');

@@ -22,21 +22,23 @@ export function initScript(): string {
 # then runs the agent. PID 1 must never exit (the kernel would panic): whatever happens,
 # this script ends in a reboot, a power-off or a shell.
 export PATH=/usr/sbin:/usr/bin HOME=/root TERM=\${TERM:-linux}
-set -f # kernel parameters are words, not globs
 
 # The value of kernel parameter $1: "" when absent, "1" when given without "=". The last wins.
 param() {
   v=
+  set -f # parameters are words, not globs
   for p in $(cat "\${BOOTLINE_CMDLINE:-/proc/cmdline}"); do
     case "$p" in
       "$1") v=1 ;;
       "$1"=*) v=\${p#*=} ;;
     esac
   done
+  set +f
   echo "$v"
 }
 
-say() { echo "bootline-init: $*"; }
+# Messages carry the seconds since the kernel started, as the kernel's own do.
+say() { echo "bootline-init: [$(cut -d' ' -f1 /proc/uptime 2>/dev/null)] $*"; }
 
 mount_filesystems() {
   mount -t proc proc /proc
@@ -48,12 +50,13 @@ mount_filesystems() {
   mount -t tmpfs -o mode=1777 tmpfs /tmp
 }
 
+# One modprobe for all (each process start counts under emulation). Modules for hardware
+# that is not there (aesni_intel on a CPU without AES-NI) refuse to load; the rest load.
 load_modules() {
-  for m in $(cat /${INIT_PATHS.modules}) $(param bootline.modules | tr , ' '); do
-    modprobe "$m" || say "module $m could not be loaded"
-  done
+  modprobe -a $(cat /${INIT_PATHS.modules}) $(param bootline.modules | tr , ' ') ||
+    say "some modules were not loaded (above); usually hardware this device does not have"
   if [ -d /sys/firmware/efi ]; then
-    mount -t efivarfs efivarfs /sys/firmware/efi/efivars || say "efivarfs could not be mounted"
+    modprobe efivarfs && mount -t efivarfs efivarfs /sys/firmware/efi/efivars || say "efivarfs could not be mounted"
   fi
 }
 
@@ -70,9 +73,9 @@ network_up() {
   done
   [ "$n" -gt 0 ] || { say "no ethernet interface found"; return; }
   t=$(param bootline.dhcpTimeout)
-  t=\${t:-30}
+  t=$((\${t:-30} * 5))
   while [ "$t" -gt 0 ] && [ -z "$(ls /run/bootline/net 2>/dev/null)" ]; do
-    sleep 1
+    sleep 0.2
     t=$((t - 1))
   done
   [ -n "$(ls /run/bootline/net 2>/dev/null)" ] || say "no DHCP lease on $n interface(s): going on without network"
@@ -117,9 +120,10 @@ exit_action() {
   esac
 }
 
+# busybox's sh for people (line editing, history); scripts get /bin/sh (dash).
 shell() {
   say "starting a shell on the console; leave it to start another"
-  while :; do setsid cttyhack sh -l; done
+  while :; do setsid cttyhack busybox sh -l; done
 }
 
 finish() {
@@ -137,13 +141,14 @@ finish() {
 main() {
   mount_filesystems
   [ -n "$(param bootline.debug)" ] && set -x
-  say "bootline installer $(sed -n 's/.*"version": *"\\([^"]*\\)".*/\\1/p' /${INIT_PATHS.info}) up after $(cut -d' ' -f1 /proc/uptime) s"
+  say "bootline installer $(sed -n 's/.*"version": *"\\([^"]*\\)".*/\\1/p' /${INIT_PATHS.info})"
   load_modules
   set_hostname
+  say "modules loaded; hostname $(hostname)"
   network_up
   mount_install_data
   [ -n "$(param bootline.shell)" ] && shell
-  say "starting the agent after $(cut -d' ' -f1 /proc/uptime) s"
+  say "starting the agent"
   setsid cttyhack bootline run
   finish $?
 }
@@ -168,7 +173,7 @@ case "$1" in
     { [ -n "$domain" ] && echo "search $domain"; for d in $dns; do echo "nameserver $d"; done; } > /etc/resolv.conf
     mkdir -p /run/bootline/net
     echo "$ip" > "/run/bootline/net/$interface"
-    echo "bootline-init: $interface: $ip/\${mask:-24}, router \${router:-none}, dns \${dns:-none}"
+    echo "bootline-init: [$(cut -d" " -f1 /proc/uptime)] $interface: $ip/\${mask:-24}, router \${router:-none}, dns \${dns:-none}" > /dev/console
     ;;
 esac
 exit 0

@@ -56,6 +56,7 @@ export async function prepareModules(kernel: DebianKernel, wanted: readonly stri
     }
   };
   walk('');
-  const load = [...new Set(wanted.map(moduleName))].filter((m) => !selection.builtin.includes(m));
+  // efivarfs only loads on UEFI: /init loads it when it sees /sys/firmware/efi.
+  const load = [...new Set(wanted.map(moduleName))].filter((m) => !selection.builtin.includes(m) && m !== 'efivarfs');
   return { selection, files, load };
 }

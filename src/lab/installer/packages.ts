@@ -1,5 +1,6 @@
 // The Debian packages the installer is made of: the tools the agent's tasks call, and the
-// shared libraries they depend on. The library closure follows only `lib*` dependencies:
+// shared libraries they depend on. The library closure follows only library packages
+// (`lib*`, and zlib1g, the one library not named so):
 // a tool's other dependencies (debconf, adduser, udev...) belong to an installed system,
 // not to an initramfs. Whatever a binary really needs is checked afterwards from its ELF
 // headers (libraries.ts), so a library this rule misses fails the build by name.
@@ -11,7 +12,10 @@ const execFile = promisify(execFileCb);
 
 /** The tools, with the reason each is here. */
 export const INSTALLER_PACKAGES: Record<string, string> = {
-  'busybox-static': 'init, shell, udhcpc, mount, findfs and the small tools',
+  'busybox-static': 'udhcpc, findfs, cttyhack and the small tools',
+  // busybox-static's own sh runs its applets before PATH (a rescue shell): /bin/sh must be
+  // a shell that runs the util-linux tools when scripts call them, as on Debian.
+  dash: '/bin/sh for /init and the customer\'s scripts',
   'util-linux': 'lsblk, blkdiscard, blockdev, wipefs, blkid (the image engine and the tasks)',
   fdisk: 'sfdisk',
   mount: 'losetup, mount with libmount',
@@ -27,6 +31,9 @@ export const INSTALLER_PACKAGES: Record<string, string> = {
   kmod: 'modprobe (also for the kernel\'s own module requests, e.g. crypto for dm-crypt)',
   'ca-certificates': 'CA bundle for https servers and images',
 };
+
+/** Packages of shared libraries: the dependencies worth following into an initramfs. */
+export const isLibraryPackage = (name: string): boolean => /^(lib|zlib1g$)/.test(name);
 
 /**
  * `apt-cache depends` output -> each package's direct dependencies. Of alternatives
@@ -54,7 +61,7 @@ export function parseAptDepends(text: string): Map<string, string[]> {
   return out;
 }
 
-/** The packages `roots` need: themselves and, transitively, their lib* dependencies. Sorted. */
+/** The packages `roots` need: themselves and, transitively, their library dependencies. Sorted. */
 export async function libraryClosure(roots: readonly string[], depends: (names: string[]) => Promise<Map<string, string[]>>): Promise<string[]> {
   const seen = new Set<string>(roots);
   let frontier = [...roots];
@@ -63,7 +70,7 @@ export async function libraryClosure(roots: readonly string[], depends: (names: 
     frontier = [];
     for (const list of deps.values())
       for (const d of list)
-        if (d.startsWith('lib') && !seen.has(d)) {
+        if (isLibraryPackage(d) && !seen.has(d)) {
           seen.add(d);
           frontier.push(d);
         }
