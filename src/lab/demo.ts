@@ -1,11 +1,13 @@
 // The demo (the README's first command): a line's server, the installer, a sample product
 // image and virtual devices that network-boot and get bootstrapped end to end — then reboot
 // into the image they were given, which proves itself on their serial consoles.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_LAB_CACHE } from './debian-packages.ts';
 import { buildInstaller, parseBuildOptions } from './installer/build.ts';
-import { buildSampleTarget } from './sample-target/build.ts';
+import { buildSampleTarget, type SampleTarget } from './sample-target/build.ts';
+import { parseBmap } from '../image/bmap/parse.ts';
+import { verifyRanges } from '../image/verify.ts';
 import { TARGET_MARKER } from './sample-target/init-script.ts';
 import { startLineServer, type LineServer } from './line-server.ts';
 import { startLab, type Lab } from './vm/lab.ts';
@@ -26,6 +28,8 @@ export interface DemoOptions {
   timeoutSeconds?: number;
   /** Progress lines (default: stdout). The server data and the consoles' logs stay in `work`. */
   log?: (line: string) => void;
+  /** Called after the devices are done, before the lab and server stop (tests look at both here). */
+  inspect?: (ctx: { server: LineServer; lab: Lab; outcomes: DeviceOutcome[]; sample: SampleTarget }) => Promise<void>;
 }
 
 export interface DeviceOutcome {
@@ -38,6 +42,8 @@ export interface DeviceOutcome {
   bytesWritten?: number;
   /** The target's first boot printed its marker with this device's serial. */
   targetBooted: boolean;
+  /** Every mapped range of the device's disk matches the image's bmap (checked after it powered off). */
+  diskVerified: boolean;
   message?: string;
 }
 
@@ -133,7 +139,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     for (const d of lab.devices) log(`   ${d.name}: serial ${d.serial}, MAC ${d.mac}, console log ${d.serialLog}`);
 
     // Follow the devices through the server, as a dashboard would.
-    const outcomes = new Map<string, DeviceOutcome>(lab.devices.map((d) => [d.serial, { name: d.name, serial: d.serial, mac: d.mac, state: 'booting', targetBooted: false }]));
+    const outcomes = new Map<string, DeviceOutcome>(lab.devices.map((d) => [d.serial, { name: d.name, serial: d.serial, mac: d.mac, state: 'booting', targetBooted: false, diskVerified: false }]));
     const last = new Map<string, string>();
     for (;;) {
       const rows = (await must(server, 200, 'GET', '/api/v1/devices')) as DeviceRow[];
@@ -154,6 +160,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     }
 
     log('== the devices reboot into the image they were given');
+    const bmap = parseBmap(readFileSync(sample.bmap, 'utf8'), sample.bmap);
     await Promise.all(
       lab.devices.map(async (d) => {
         const out = outcomes.get(d.serial)!;
@@ -169,19 +176,30 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
           log(`   ${d.name}: ${m[0]}`);
         } catch (e) {
           out.message = `the target did not boot: ${(e as Error).message.split('\n')[0]}`;
+          return;
         }
+        // The target powers off after its check: then the disk is still, and is read back.
+        if (!(await lab!.waitForExit(d, Math.min(left(), 60_000)))) {
+          out.message = 'the target did not power off after its first boot';
+          return;
+        }
+        const v = await verifyRanges(d.disk, bmap);
+        out.diskVerified = v.ok;
+        if (!v.ok) out.message = `${v.bad.length} mapped ranges of the disk differ from the image`;
       }),
     );
 
     const devices = [...outcomes.values()];
-    const ok = devices.every((d) => d.state === 'succeeded' && d.targetBooted);
+    const good = (d: DeviceOutcome) => d.state === 'succeeded' && d.targetBooted && d.diskVerified;
+    const ok = devices.every(good);
     log('== summary');
     for (const d of devices) {
       log(
-        `   ${d.name}  ${d.serial}  ${d.state === 'succeeded' && d.targetBooted ? 'OK    ' : 'FAILED'}  run ${d.seconds !== undefined ? formatDuration(d.seconds * 1000) : '-'}  ` +
-          `wrote ${d.bytesWritten !== undefined ? formatBytes(d.bytesWritten) : '-'}  target booted: ${d.targetBooted ? 'yes' : 'no'}${d.message && !(d.state === 'succeeded' && d.targetBooted) ? `  (${d.message})` : ''}`,
+        `   ${d.name}  ${d.serial}  ${good(d) ? 'OK    ' : 'FAILED'}  run ${d.seconds !== undefined ? formatDuration(d.seconds * 1000) : '-'}  ` +
+          `wrote ${d.bytesWritten !== undefined ? formatBytes(d.bytesWritten) : '-'}  target booted: ${d.targetBooted ? 'yes' : 'no'}  disk verified: ${d.diskVerified ? 'yes' : 'no'}${d.message && !good(d) ? `  (${d.message})` : ''}`,
       );
     }
+    await o.inspect?.({ server, lab, outcomes: devices, sample });
     log(`   ${ok ? 'all devices bootstrapped' : 'SOME DEVICES FAILED'} in ${formatDuration(Date.now() - started)}; consoles and server log under ${work}`);
     return { ok, seconds: (Date.now() - started) / 1000, serverUrl: server.url, devices, work };
   } finally {
