@@ -8,7 +8,7 @@
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { elfNeeds, isElf, type ElfNeeds } from './elf.ts';
-import type { FileTree } from './tree.ts';
+import { mergedPath, type FileTree } from './tree.ts';
 
 /** Where the dynamic loader looks, in the merged-/usr tree (Debian's multiarch first). */
 const LIB_DIRS = ['usr/lib/x86_64-linux-gnu', 'usr/lib64', 'usr/lib'];
@@ -43,8 +43,8 @@ export interface HostLibrary {
 }
 
 /**
- * Adds to the tree the host libraries that `programPaths` (already in the tree, copied from
- * the host) need and the tree lacks, transitively. Returns what was added.
+ * Adds to the tree the host libraries (and dynamic loader) that `programPaths` (already in
+ * the tree, copied from the host) need and the tree lacks, transitively. Returns what was added.
  */
 export function addHostLibraries(tree: FileTree, programPaths: string[]): HostLibrary[] {
   const added: HostLibrary[] = [];
@@ -53,7 +53,14 @@ export function addHostLibraries(tree: FileTree, programPaths: string[]): HostLi
     const { path, program } = todo.pop()!;
     const e = tree.resolve(path)?.entry;
     if (e?.kind !== 'file') continue;
-    for (const soname of readNeeds(e.source)?.needed ?? []) {
+    const needs = readNeeds(e.source);
+    if (needs?.interpreter && tree.resolve(needs.interpreter)?.entry.kind !== 'file') {
+      const real = realpathSync(needs.interpreter);
+      const dest = mergedPath(needs.interpreter);
+      tree.set(dest, { kind: 'file', mode: 0o755, source: real, size: statSync(real).size, origin: 'build host' });
+      added.push({ path: dest, from: real, for: basename(program) });
+    }
+    for (const soname of needs?.needed ?? []) {
       if (findLibrary(tree, soname)) continue;
       const host = HOST_LIB_DIRS.map((d) => `${d}/${soname}`).find((p) => {
         try {
