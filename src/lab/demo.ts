@@ -28,6 +28,8 @@ export interface DemoOptions {
   timeoutSeconds?: number;
   /** Progress lines (default: stdout). The server data and the consoles' logs stay in `work`. */
   log?: (line: string) => void;
+  /** The server URL the devices are given (default the server's own): a test puts a faulty network in between. */
+  devicesReach?: (serverUrl: string) => Promise<string>;
   /** Called after the devices are done, before the lab and server stop (tests look at both here). */
   inspect?: (ctx: { server: LineServer; lab: Lab; outcomes: DeviceOutcome[]; sample: SampleTarget }) => Promise<void>;
 }
@@ -135,7 +137,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     writeFileSync(join(work, 'admin-token'), `${server.adminToken ?? ''}\n`, { mode: 0o600 });
 
     log(`== ${count} virtual devices boot from the network`);
-    lab = await startLab({ devices: count, serverUrl: server.url, dir: join(work, 'lab'), diskSize: '2G', memoryMiB: 1536, log: (l) => log(`   ${l}`) });
+    const reach = o.devicesReach ? await o.devicesReach(server.url) : server.url;
+    lab = await startLab({ devices: count, serverUrl: reach, dir: join(work, 'lab'), diskSize: '2G', memoryMiB: 1536, log: (l) => log(`   ${l}`) });
     for (const d of lab.devices) log(`   ${d.name}: serial ${d.serial}, MAC ${d.mac}, console log ${d.serialLog}`);
 
     // Follow the devices through the server, as a dashboard would.

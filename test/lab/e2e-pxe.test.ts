@@ -1,0 +1,104 @@
+// End to end, as on a line (root, QEMU under TCG; a few minutes): UEFI firmware -> iPXE ->
+// the line server -> the installer -> the agent -> the image on the virtual disk -> reboot ->
+// the target boots. Asserted on the server's records and on the disk's bytes, not on logs.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { tempDir } from '../helpers.ts';
+import { runDemo, type DemoResult } from '../../src/lab/demo.ts';
+import { startCuttingProxy, type CuttingProxy } from './cutting-proxy.ts';
+
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'bootline.mjs');
+const MiB = 1024 * 1024;
+
+interface RunRecord {
+  id: string;
+  status: string;
+  plan: string | null;
+}
+interface EventRecord {
+  seq: number;
+  type: string;
+  body: { task?: string; status?: string; bytesDone?: number; installer?: { initramfsBytes: number; bootSeconds: number } };
+}
+
+describe('end to end over the network (QEMU, TCG)', { timeout: 15 * 60_000 }, () => {
+  it('a device network-boots the installer, is bootstrapped by the server, and boots the image it was given', async () => {
+    const t0 = Date.now();
+    let checked = false;
+    const result: DemoResult = await runDemo({
+      cli: CLI,
+      work: tempDir('bootline-e2e-pxe-'),
+      devices: 1,
+      timeoutSeconds: 600,
+      log: (l) => process.stderr.write(`e2e: ${l}\n`),
+      inspect: async ({ server, outcomes, sample }) => {
+        const [d] = outcomes;
+        const devices = (await server.api('GET', '/api/v1/devices')).json as { id: string; serial: string; state: string; macs: string[]; batch: string }[];
+        assert.equal(devices.length, 1);
+        const dev = devices[0]!;
+        assert.equal(dev.serial, d!.serial);
+        assert.deepEqual(dev.macs, [d!.mac]);
+        assert.equal(dev.state, 'succeeded');
+        assert.equal(dev.batch, 'network-boot', 'enrolled with the boot token iPXE was given');
+        const runs = (await server.api('GET', `/api/v1/devices/${dev.id}/runs`)).json as RunRecord[];
+        assert.equal(runs.length, 1);
+        assert.equal(runs[0]!.status, 'ok');
+        assert.equal(runs[0]!.plan, 'demo-line');
+        const events = (await server.api('GET', `/api/v1/runs/${runs[0]!.id}/events?limit=10000`)).json as EventRecord[];
+        // Every event once, in order, from run-start to run-end.
+        assert.deepEqual(
+          events.map((e) => e.seq),
+          events.map((_, i) => i),
+        );
+        assert.equal(events[0]!.type, 'run-start');
+        assert.equal(events.at(-1)!.type, 'run-end');
+        const ends = events.filter((e) => e.type === 'task-end').map((e) => [e.body.task, e.body.status]);
+        assert.deepEqual(ends, [
+          ['check-hardware', 'ok'],
+          ['deploy-image', 'ok'],
+          ['inventory', 'ok'],
+          ['customer-script', 'ok'],
+        ]);
+        // The installer reported its size and boot time in the first event.
+        const info = events[0]!.body.installer;
+        assert.ok(info && info.initramfsBytes > 10 * MiB && info.bootSeconds > 0, JSON.stringify(info));
+        // deploy-image wrote what the bmap maps.
+        assert.equal(d!.bytesWritten, sample.mappedBytes);
+        checked = true;
+      },
+    });
+    process.stderr.write(`e2e: PXE path took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+    assert.ok(checked, 'the server records were inspected');
+    const [d] = result.devices;
+    assert.equal(d!.state, 'succeeded', d!.message);
+    assert.ok(d!.targetBooted, 'the target printed its marker with this device serial');
+    assert.ok(d!.diskVerified, 'every mapped range of the disk matches the image');
+    assert.ok(result.ok);
+  });
+
+  it('a device whose downloads are cut three times still finishes, resuming instead of starting over', async () => {
+    const t0 = Date.now();
+    let proxy: CuttingProxy | undefined;
+    try {
+      const result = await runDemo({
+        cli: CLI,
+        work: tempDir('bootline-e2e-cut-'),
+        devices: 1,
+        timeoutSeconds: 600,
+        log: (l) => process.stderr.write(`e2e-cut: ${l}\n`),
+        devicesReach: async (url) => {
+          proxy = await startCuttingProxy(Number(new URL(url).port), { match: /^\/images\//, afterBytes: [5 * MiB, 9 * MiB, 2 * MiB] });
+          return proxy.url;
+        },
+      });
+      process.stderr.write(`e2e: PXE path with 3 cuts took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+      assert.equal(proxy!.cuts.length, 3, 'the image download was cut three times');
+      const [d] = result.devices;
+      assert.equal(d!.state, 'succeeded', d!.message);
+      assert.ok(d!.targetBooted && d!.diskVerified, d!.message);
+    } finally {
+      await proxy?.close();
+    }
+  });
+});
