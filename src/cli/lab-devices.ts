@@ -21,6 +21,7 @@ export function registerLabDevices(lab: Command): void {
     .option('--dir <dir>', "the lab's files: disks, TPM state, sockets, serial logs", DEFAULT_DIR)
     .option('--id <id>', 'seeds MACs, serial numbers and UUIDs (letters, digits, "-"; default random)')
     .option('--disk-size <size>', 'each device\'s disk (sparse raw file), e.g. 8G or 512M', DEFAULTS.diskSize)
+    .option('--disk-image <file>', 'each disk starts as a sparse copy of this raw image (devices that already have an OS)')
     .option('--memory <MiB>', 'memory per device', int('--memory'), DEFAULTS.memoryMiB)
     .option('--cpus <n>', 'virtual CPUs per device', int('--cpus'), DEFAULTS.cpus)
     .option('--secure-boot', 'secure-boot capable firmware (OVMF_CODE_4M.secboot.fd, SMM)')
@@ -29,13 +30,14 @@ export function registerLabDevices(lab: Command): void {
     .option('--no-tpm', 'no TPM')
     .addOption(new Option('--accel <accel>', 'auto probes KVM once and falls back to TCG').choices(['auto', 'kvm', 'tcg']).default('auto'))
     .option('--foreground', 'stay attached: show the serial consoles, stop the devices on Ctrl-C or when all have powered off')
-    .action(async (o: { devices: number; server: string; dir: string; id?: string; diskSize: string; memory: number; cpus: number; secureBoot?: boolean; vars: 'empty' | 'ms'; usb?: string; tpm: boolean; accel: 'auto' | 'kvm' | 'tcg'; foreground?: boolean }) => {
+    .action(async (o: { devices: number; server: string; dir: string; id?: string; diskSize: string; diskImage?: string; memory: number; cpus: number; secureBoot?: boolean; vars: 'empty' | 'ms'; usb?: string; tpm: boolean; accel: 'auto' | 'kvm' | 'tcg'; foreground?: boolean }) => {
       const lab = await startLab({
         devices: o.devices,
         serverUrl: o.server,
         dir: o.dir,
         ...(o.id ? { id: o.id } : {}),
         diskSize: o.diskSize,
+        ...(o.diskImage ? { diskImage: o.diskImage } : {}),
         memoryMiB: o.memory,
         cpus: o.cpus,
         secureBoot: o.secureBoot === true,
@@ -44,6 +46,7 @@ export function registerLabDevices(lab: Command): void {
         tpm: o.tpm,
         accel: o.accel,
         detach: !o.foreground,
+        keepLogs: true,
         log: (l) => console.error(l),
       });
       printDevices(lab);

@@ -6,7 +6,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IncomingMessage } from 'node:http';
@@ -47,9 +47,9 @@ function processesIn(dir: string): string[] {
   }
 }
 
-async function bootToMarker(lab: Lab, index: number) {
+async function bootToMarker(lab: Lab, index: number, timeoutMs = 80_000) {
   const d = lab.devices[index - 1]!;
-  const m = await lab.waitForSerial(d, MARKER_RE, 80_000);
+  const m = await lab.waitForSerial(d, MARKER_RE, timeoutMs);
   const seconds = (Date.now() - Date.parse(d.startedAt)) / 1000;
   const [, serial, uuid, mac, tpm, server] = m;
   return { d, serial, uuid, mac, tpm, server, seconds };
@@ -78,10 +78,10 @@ test('a device network-boots OVMF -> iPXE -> the server -> the installer, which 
   assert.deepEqual(processesIn(lab.dir), [], 'no QEMU or swtpm of the lab is left');
 });
 
-test('two devices boot side by side with distinct serial numbers, UUIDs and MACs', { skip, timeout: 150_000 }, async (t) => {
+test('two devices boot side by side with distinct serial numbers, UUIDs and MACs', { skip, timeout: 170_000 }, async (t) => {
   const lab = await startLab({ devices: 2, serverUrl: line.url, diskSize: '1G', memoryMiB: 512 });
   try {
-    const [a, b] = await Promise.all([bootToMarker(lab, 1), bootToMarker(lab, 2)]);
+    const [a, b] = await Promise.all([bootToMarker(lab, 1, 130_000), bootToMarker(lab, 2, 130_000)]);
     t.diagnostic(`${lab.accel.accel.toUpperCase()}: QEMU start to marker ${a.seconds.toFixed(1)} s and ${b.seconds.toFixed(1)} s (2 devices at once)`);
     assert.equal(a.serial, a.d.serial);
     assert.equal(b.serial, b.d.serial);
@@ -94,6 +94,36 @@ test('two devices boot side by side with distinct serial numbers, UUIDs and MACs
   }
   assert.equal(existsSync(lab.dir), false);
   assert.deepEqual(processesIn(lab.dir), []);
+});
+
+test('a device the server has nothing for: iPXE exits and the firmware boots the disk next (network first, then disk)', { skip, timeout: 120_000 }, async (t) => {
+  // A real bootable UEFI disk (the lab's sample target: systemd-boot, kernel, a first-boot marker).
+  const { buildSampleTarget } = await import('../../src/lab/sample-target/build.ts');
+  const { TARGET_MARKER } = await import('../../src/lab/sample-target/init-script.ts');
+  const out = mkdtempSync(join(tmpdir(), 'bootline-lab-target-'));
+  after(() => rmSync(out, { recursive: true, force: true }));
+  const target = await buildSampleTarget({ out, rootFilesBytes: 4 << 20, diskBytes: 64 << 20 });
+  const id = 'diskboot';
+  const rule = await line.admin('POST', '/api/v1/rules', { match: 'mac', pattern: deviceIdentity(id, 1).mac, action: 'none', priority: 10 });
+  assert.equal(rule.status, 201, rule.text);
+  const lab = await startLab({ devices: 1, id, serverUrl: line.url, diskImage: target.image, diskSize: '128M', memoryMiB: 512 });
+  try {
+    const d = lab.devices[0]!;
+    const m = await lab.waitForSerial(d, new RegExp(`${TARGET_MARKER} release=\\S+ serial=(\\S+)`), 80_000);
+    t.diagnostic(`QEMU start to the disk's marker after the server said exit: ${((Date.now() - Date.parse(d.startedAt)) / 1000).toFixed(1)} s`);
+    assert.equal(m[1], d.serial);
+    const text = readFileSync(d.serialLog, 'latin1');
+    assert.ok(requested.includes(`/boot/${d.mac.replace(/:/g, '-')}.ipxe`), 'the network was tried first');
+    assert.match(text, /booting from disk/, "the server's exit script ran");
+    // After iPXE's entry ("UEFI PXEv4 (MAC:…)", which iPXE's exit ends with Not Found), the
+    // next entry OVMF loads is the disk, not its own PXE or HTTP boot.
+    const rest = text.slice(text.lastIndexOf('booting from disk'));
+    assert.match(rest, /BdsDxe: failed to load Boot\d+ "UEFI PXEv4 \(MAC:[0-9A-F]{12}\)" [^\n]*Not Found\r?\nBdsDxe: loading Boot\d+ "UEFI Misc Device"/);
+    assert.match(rest, /BdsDxe: (loading|starting) Boot\d+ "UEFI Misc Device" from PciRoot\(0x0\)\/Pci\(0x2,0x0\)/);
+    assert.doesNotMatch(rest, /Start PXE over|Start HTTP Boot|PXEv6|HTTPv4|HTTPv6/);
+  } finally {
+    await lab.stop();
+  }
 });
 
 test('stop() in the middle of a boot leaves no process and no file; QMP answers while it runs', { skip, timeout: 60_000 }, async () => {

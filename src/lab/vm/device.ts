@@ -1,7 +1,9 @@
 // One virtual device's lifecycle: its directory (VARS copy, sparse disk, TPM state,
 // sockets, logs), swtpm, then QEMU; and the way back (QMP quit, SIGTERM, SIGKILL, then
 // swtpm). A start that fails half-way stops what it had started before it throws.
-import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { execFile as execFileCb } from 'node:child_process';
+import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { DeviceIdentity } from './identity.ts';
 import { copyVars, type FirmwareChoice } from './ovmf.ts';
@@ -11,6 +13,8 @@ import { isAlive, isOurs, sleep, spawnLogged, tail, terminate, waitGone } from '
 import { startSwtpm } from './swtpm.ts';
 import { IPXE_VIRTIO_ROM, QEMU } from './requirements.ts';
 import type { DeviceRecord } from './state.ts';
+
+const execFile = promisify(execFileCb);
 
 export class DeviceStartError extends Error {
   override name = 'DeviceStartError';
@@ -23,6 +27,8 @@ export interface DeviceOptions {
   memoryMiB: number;
   cpus: number;
   diskBytes: number;
+  /** A raw image the disk starts as (copied sparsely, grown to diskBytes): a device that already has its OS. */
+  diskImage?: string;
   firmware: FirmwareChoice;
   usb?: string;
   tftpDir: string;
@@ -49,11 +55,12 @@ export function devicePaths(labDir: string, name: string) {
   };
 }
 
-/** Creates a sparse file of `bytes` (no blocks written). */
-function sparseFile(path: string, bytes: number): void {
-  const fd = openSync(path, 'w');
+/** Creates a sparse file of `bytes` (no blocks written), or a sparse copy of `from` grown to `bytes`. */
+async function sparseDisk(path: string, bytes: number, from?: string): Promise<void> {
+  if (from) await execFile('cp', ['--sparse=always', from, path]);
+  const fd = openSync(path, from ? 'r+' : 'w');
   try {
-    ftruncateSync(fd, bytes);
+    if (!from || fstatSync(fd).size < bytes) ftruncateSync(fd, bytes);
   } finally {
     closeSync(fd);
   }
@@ -68,7 +75,7 @@ export async function startDevice(o: DeviceOptions): Promise<DeviceRecord> {
   rmSync(p.dir, { recursive: true, force: true });
   mkdirSync(p.dir, { recursive: true });
   copyVars(o.firmware, p.vars);
-  sparseFile(p.disk, o.diskBytes);
+  await sparseDisk(p.disk, o.diskBytes, o.diskImage);
   let swtpmPid: number | undefined;
   let qemuPid: number | undefined;
   try {

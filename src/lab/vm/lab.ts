@@ -41,6 +41,8 @@ export interface LabOptions {
   secureBoot?: boolean;
   /** VARS template: "empty" (Setup Mode, default) or "ms" (Microsoft keys). */
   vars?: VarsTemplate;
+  /** A raw disk image each device's disk starts as (sparse copy, grown to diskSize): devices that already have an OS. */
+  diskImage?: string;
   /** A raw installer image attached read-only as a USB stick, booted before the network. */
   usb?: string;
   /** A TPM 2.0 per device (default true). */
@@ -52,6 +54,8 @@ export interface LabOptions {
   checkServer?: boolean;
   /** Leave the devices running when this process exits (`bootline lab down` stops them). */
   detach?: boolean;
+  /** When the lab is stopped because this process exits or is interrupted, keep the serial and QEMU logs. */
+  keepLogs?: boolean;
   /** Progress lines for people. */
   log?: (line: string) => void;
 }
@@ -100,6 +104,7 @@ export function checkLabOptions(o: LabOptions): Checked {
   const diskSize = o.diskSize ?? DEFAULTS.diskSize;
   const diskBytes = typeof diskSize === 'number' ? parseDiskSize(String(diskSize)) : parseDiskSize(diskSize);
   if (o.usb !== undefined && !(existsSync(o.usb) && statSync(o.usb).isFile())) throw new LabError(`--usb ${o.usb}: no such file (give a raw installer image)`);
+  if (o.diskImage !== undefined && !(existsSync(o.diskImage) && statSync(o.diskImage).isFile())) throw new LabError(`--disk-image ${o.diskImage}: no such file (give a raw disk image)`);
   return { devices: o.devices, diskBytes, memoryMiB, cpus, id, guestUrl: guestServerUrl(o.serverUrl) };
 }
 
@@ -153,7 +158,7 @@ export async function startLab(o: LabOptions): Promise<Lab> {
     devices: [],
   };
   const lab = makeLab(state, ownDir, accel);
-  if (!o.detach) track(lab, state, ownDir);
+  if (!o.detach) track(lab, state, ownDir, o.keepLogs === true);
   try {
     const tftpDir = join(dir, 'tftp');
     mkdirSync(tftpDir, { recursive: true });
@@ -168,6 +173,7 @@ export async function startLab(o: LabOptions): Promise<Lab> {
         memoryMiB: c.memoryMiB,
         cpus: c.cpus,
         diskBytes: c.diskBytes,
+        ...(o.diskImage ? { diskImage: resolve(o.diskImage) } : {}),
         firmware,
         ...(o.usb ? { usb: resolve(o.usb) } : {}),
         tftpDir,
@@ -273,7 +279,7 @@ export async function labStatus(dir: string): Promise<{ state: LabState; devices
 
 // Stopping tracked labs when this process ends. 'exit' handlers cannot wait: they kill
 // with SIGKILL and remove files synchronously. SIGINT/SIGTERM stop them in order first.
-const tracked = new Map<Lab, { state: LabState; ownDir: boolean }>();
+const tracked = new Map<Lab, { state: LabState; ownDir: boolean; keepLogs: boolean }>();
 
 function onExit(): void {
   for (const [, t] of tracked) {
@@ -282,7 +288,7 @@ function onExit(): void {
       if (d.swtpmPid !== undefined && d.tpmSocket) killNow(d.swtpmPid, d.tpmSocket);
     }
     try {
-      removeLabFiles(t.state, t.ownDir, false);
+      removeLabFiles(t.state, t.ownDir, t.keepLogs);
     } catch {
       // best effort while exiting
     }
@@ -290,18 +296,18 @@ function onExit(): void {
 }
 
 function onSignal(signal: NodeJS.Signals): void {
-  void Promise.allSettled([...tracked.keys()].map((l) => l.stop())).then(() => {
+  void Promise.allSettled([...tracked].map(([l, t]) => l.stop({ keepLogs: t.keepLogs }))).then(() => {
     process.exit(signal === 'SIGINT' ? 130 : 143);
   });
 }
 
-function track(lab: Lab, state: LabState, ownDir: boolean): void {
+function track(lab: Lab, state: LabState, ownDir: boolean, keepLogs: boolean): void {
   if (tracked.size === 0) {
     process.on('exit', onExit);
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
-  tracked.set(lab, { state, ownDir });
+  tracked.set(lab, { state, ownDir, keepLogs });
 }
 
 function untrack(lab: Lab): void {
