@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, type AddressInfo } from 'node:net';
 import { startTestServer, type TestServer } from '../server/test-server.ts';
 import { readLabState } from '../../src/lab/vm/state.ts';
 import { isAlive, sleep } from '../../src/lab/vm/processes.ts';
@@ -47,9 +48,14 @@ function newLabDir(): string {
 
 test('lab up refuses an unreachable server and a bad disk size before it starts anything', { skip, timeout: 60_000 }, async () => {
   const dir = newLabDir();
-  const r = await bootline(['lab', 'up', '--server', 'http://127.0.0.1:9', '--dir', dir]).done;
+  // A port that was just free: nothing listens there.
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const r = await bootline(['lab', 'up', '--server', `http://127.0.0.1:${port}`, '--dir', dir]).done;
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /the server at http:\/\/127\.0\.0\.1:9 is unreachable \(ECONNREFUSED\)/);
+  assert.match(r.stderr, new RegExp(`the server at http://127\\.0\\.0\\.1:${port} is unreachable \\(ECONNREFUSED\\)`));
   const s = await bootline(['lab', 'up', '--server', line.url, '--dir', dir, '--disk-size', 'big']).done;
   assert.equal(s.status, 1);
   assert.match(s.stderr, /disk size "big" is not a size: write e\.g\. 8G/);

@@ -115,7 +115,8 @@ export async function checkServer(serverUrl: string, timeoutMs = 3000): Promise<
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
   } catch (e) {
-    const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
+    const c = (e as { cause?: { code?: string; message?: string } }).cause;
+    const cause = c?.code ?? c?.message ?? (e as Error).message;
     throw new LabError(`the server at ${serverUrl} is unreachable (${cause}): start it with "bootline serve" or give --server`);
   }
   const text = await res.text();
