@@ -208,12 +208,13 @@ test('USB image: systemd-boot boots the installer with the command line; images 
   const files = loaderFiles('console=ttyS0,115200 bootline.install=BOOTLINE installer.unattended');
   assert.match(files['loader/entries/bootline.conf']!, /^linux \/vmlinuz\ninitrd \/initrd\.img\noptions console=ttyS0,115200 bootline\.install=BOOTLINE installer\.unattended$/m);
   assert.match(files['loader/loader.conf']!, /^default bootline\.conf$/m);
-  const have = new Set(['/i/disk.img.bmap', '/i/other.wic.zst.bmap']);
+  // Found as bmaptool finds them: <image>.bmap, then one extension less at a time.
+  const have = new Set(['/i/disk.img.bmap', '/i/other.wic.zst.bmap', '/i/other.wic.bmap', '/i/raw.bmap']);
   const data = dataFiles(['/i/disk.img.gz', '/i/other.wic.zst', '/i/raw.img'], '/c/auto.install', (p) => have.has(p));
   assert.deepEqual([...data], [
     ['disk.img.gz', '/i/disk.img.gz'], ['disk.img.bmap', '/i/disk.img.bmap'],
     ['other.wic.zst', '/i/other.wic.zst'], ['other.wic.zst.bmap', '/i/other.wic.zst.bmap'],
-    ['raw.img', '/i/raw.img'], ['auto.install', '/c/auto.install'],
+    ['raw.img', '/i/raw.img'], ['raw.bmap', '/i/raw.bmap'], ['auto.install', '/c/auto.install'],
   ]);
 });
 

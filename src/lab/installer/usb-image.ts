@@ -6,6 +6,7 @@ import { execFile as execFileCb } from 'node:child_process';
 import { closeSync, copyFileSync, mkdirSync, openSync, readSync, statSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
+import { bmapCandidates } from '../../image/sources/find-bmap.ts';
 
 const execFile = promisify(execFileCb);
 
@@ -47,13 +48,13 @@ export function loaderFiles(cmdline: string): Record<string, string> {
   };
 }
 
-/** The files of the data partition: each image, its .bmap if there is one, auto.install. */
+/** The files of the data partition: each image, the bmap bmaptool would find beside it, auto.install. */
 export function dataFiles(images: string[], autoInstall: string | undefined, exists: (p: string) => boolean): Map<string, string> {
   const files = new Map<string, string>();
   for (const img of images) {
     files.set(basename(img), img);
-    const bmap = img.replace(/\.(gz|xz|zst|bz2|lz4)$/, '') + '.bmap';
-    for (const b of [bmap, `${img}.bmap`]) if (exists(b)) files.set(basename(b), b);
+    const bmap = bmapCandidates(img).find(exists);
+    if (bmap) files.set(basename(bmap), bmap);
   }
   if (autoInstall) files.set('auto.install', autoInstall);
   return files;
@@ -71,6 +72,7 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   const loader = loaderFiles(i.cmdline);
   const espPayload = statSync(i.vmlinuz).size + statSync(i.initrd).size + statSync(i.bootloader).size;
   const espBytes = roundMiB(espPayload * 1.05 + 4 * MiB);
+  mkdirSync(i.work, { recursive: true });
   const esp = join(i.work, 'esp.img');
   sized(esp, espBytes);
   await execFile('mkfs.vfat', ['-n', 'BOOTLINEEFI', '-i', 'B0071E4E', esp]);

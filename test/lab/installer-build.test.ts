@@ -1,0 +1,193 @@
+// The real installer: built from Debian packages (the default cache, so that a second run
+// is fast; a first one downloads about 100 MB from Debian's mirror), twice to the same
+// bytes, with a USB image; then booted under QEMU (TCG, SeaBIOS -kernel/-initrd), where
+// /init gets a DHCP lease, the agent fetches its config from this test's HTTP server
+// (10.0.2.2 in the guest is the host's 127.0.0.1), partitions the virtio disk with sfdisk
+// and reports to the same server. Needs QEMU, apt and root (CI runs as root).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import { buildInstaller, type Manifest } from '../../src/lab/installer/build.ts';
+import { DEFAULT_LAB_CACHE } from '../../src/lab/debian-packages.ts';
+import type { BootlineEvent } from '../../src/events.ts';
+import { readDevice, tempDir } from '../helpers.ts';
+
+const AGENT = resolve(import.meta.dirname, '../../dist/bootline.mjs');
+const dir = tempDir('bootline-installer-');
+const figures: string[] = [];
+const note = (s: string) => {
+  figures.push(s);
+  process.stderr.write(`installer-build: ${s}\n`);
+};
+
+let first: Manifest;
+let qemu: ChildProcess | undefined;
+let server: Server | undefined;
+
+function build(out: string, extra: Partial<Parameters<typeof buildInstaller>[0]> = {}) {
+  const lines: string[] = [];
+  const started = Date.now();
+  return buildInstaller({
+    out, cache: DEFAULT_LAB_CACHE, usbImages: [], cmdline: '', modules: [], agent: AGENT, zstdLevel: 3, force: true,
+    log: (l) => lines.push(l), ...extra,
+  }).then((m) => ({ manifest: m, lines, seconds: (Date.now() - started) / 1000 }));
+}
+
+before(async () => {
+  assert.ok(existsSync(AGENT), `${AGENT} is missing: run "npm run build" first`);
+  const b = await build(join(dir, 'a'));
+  first = b.manifest;
+  note(`build (packages cached: ${b.lines.some((l) => /downloaded/.test(l)) ? 'no' : 'yes'}): ${b.seconds.toFixed(1)} s, initrd.img ${(first.files['initrd.img'].bytes / 1e6).toFixed(1)} MB at zstd -3`);
+});
+
+after(() => {
+  if (qemu?.exitCode === null) qemu.kill('SIGKILL');
+  server?.close();
+  server?.closeAllConnections();
+  if (figures.length > 0) process.stderr.write(`installer-build figures:\n  ${figures.join('\n  ')}\n`);
+});
+
+test('a second build gives the same bytes, with a USB image; a third with the same inputs is skipped as up to date', async () => {
+  writeFileSync(join(dir, 'disk.img'), Buffer.alloc(1 << 20, 7));
+  writeFileSync(join(dir, 'disk.bmap'), '<?xml version="1.0" ?>\n<bmap version="2.0"></bmap>\n');
+  writeFileSync(join(dir, 'auto.install'), 'disk.img\n/dev/vda\nOVERWRITE\n');
+  const usb = join(dir, 'usb.img');
+  const b = await build(join(dir, 'b'), { usb, usbImages: [join(dir, 'disk.img')], usbAutoInstall: join(dir, 'auto.install'), cmdline: 'installer.unattended' });
+  assert.deepEqual(b.manifest.files, first.files, 'vmlinuz and initrd.img: same sha256');
+  assert.equal(readFileSync(join(dir, 'b', 'initrd.img')).equals(readFileSync(join(dir, 'a', 'initrd.img'))), true);
+  assert.ok(b.lines.every((l) => /^(build-installer: |  )/.test(l)), 'progress lines');
+
+  // The USB image: GPT with the ESP (systemd-boot, kernel, initramfs) and the BOOTLINE data partition.
+  const table = JSON.parse(execFileSync('sfdisk', ['-J', usb], { encoding: 'utf8' })) as { partitiontable: { partitions: { start: number; size: number; type: string; name: string }[] } };
+  const [esp, data] = table.partitiontable.partitions;
+  assert.equal(esp?.type, 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B');
+  assert.equal(data?.name, 'BOOTLINE');
+  const espAt = `${usb}@@${esp!.start * 512}`;
+  const mtools = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
+  assert.match(execFileSync('mdir', ['-b', '-i', espAt, '::/EFI/BOOT'], { encoding: 'utf8', env: mtools }), /BOOTX64\.EFI/);
+  const entry = execFileSync('mtype', ['-i', espAt, '::/loader/entries/bootline.conf'], { encoding: 'utf8', env: mtools });
+  assert.match(entry, /^options console=ttyS0,115200 console=tty0 bootline\.install=BOOTLINE installer\.unattended$/m);
+  assert.equal(execFileSync('mtype', ['-i', espAt, '::/initrd.img'], { env: mtools, maxBuffer: 256 << 20 }).length, first.files['initrd.img'].bytes);
+  const part = join(dir, 'data.part');
+  writeFileSync(part, readRange(usb, data!.start * 512, data!.size * 512));
+  const listing = execFileSync('debugfs', ['-R', 'ls -l /', part], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  for (const f of ['disk.img', 'disk.bmap', 'auto.install']) assert.match(listing, new RegExp(` ${f.replace('.', '\\.')}\\s*$`, 'm'));
+  assert.equal(execFileSync('e2label', [part], { encoding: 'utf8' }).trim(), 'BOOTLINE');
+
+  const c = await build(join(dir, 'a'), { force: false });
+  assert.ok(c.lines.some((l) => /is up to date/.test(l)), c.lines.join('\n'));
+  note(`cached build (up to date): ${c.seconds.toFixed(1)} s; rebuild with --force and a USB image: ${b.seconds.toFixed(1)} s`);
+});
+
+test('the manifest says what is in the installer, and the initramfs holds the tools, modules, node and the agent', () => {
+  const m = JSON.parse(readFileSync(join(dir, 'a', 'installer.json'), 'utf8')) as Manifest;
+  assert.equal(m.files['initrd.img'].bytes, readFileSync(join(dir, 'a', 'initrd.img')).length);
+  assert.match(m.kernel.release, /^\d+\.\d+\.\d+-\d+-amd64$/);
+  const names = m.packages.map((p) => p.name);
+  for (const p of ['busybox-static', 'util-linux', 'fdisk', 'e2fsprogs', 'cryptsetup-bin', 'tpm2-tools', 'kmod', 'libc6']) assert.ok(names.includes(p), p);
+  assert.equal(m.node.note, 'node runtime copied from the build host');
+  assert.ok(m.modules.load.includes('virtio_blk') && m.modules.load.includes('dm_crypt'));
+
+  const initrd = readFileSync(join(dir, 'a', 'initrd.img'));
+  const zstdAt = initrd.indexOf(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]));
+  const head = execFileSync('cpio', ['-it', '--quiet'], { input: initrd.subarray(0, zstdAt), encoding: 'utf8' });
+  assert.match(head, /^etc\/bootline\/installer\.json$/m, 'the first archive holds installer.json');
+  const list = execFileSync('sh', ['-c', 'zstd -dc | cpio -itv --quiet'], { input: initrd.subarray(zstdAt), encoding: 'utf8', maxBuffer: 64 << 20 });
+  const paths = new Set(execFileSync('sh', ['-c', 'zstd -dc | cpio -it --quiet'], { input: initrd.subarray(zstdAt), encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n'));
+  const want = [
+    'init', 'dev/console', 'usr/bin/node', 'usr/lib/bootline/bootline.mjs', 'usr/bin/bootline', 'usr/bin/busybox', 'usr/bin/sh',
+    'usr/sbin/sfdisk', 'usr/sbin/blkdiscard', 'usr/bin/lsblk', 'usr/sbin/blockdev', 'usr/sbin/losetup', 'usr/sbin/wipefs', 'usr/sbin/mke2fs', 'usr/sbin/e2fsck',
+    'usr/sbin/resize2fs', 'usr/sbin/mkfs.vfat', 'usr/sbin/cryptsetup', 'usr/bin/tpm2_getcap', 'usr/sbin/dmidecode', 'usr/bin/efibootmgr', 'usr/bin/zstd', 'usr/bin/xz',
+    'usr/bin/lbzip2', 'usr/bin/lz4', 'usr/bin/gzip', 'usr/sbin/modprobe', 'usr/sbin/udhcpc', 'etc/ssl/certs/ca-certificates.crt',
+    `usr/lib/modules/${m.kernel.release}/modules.dep.bin`, `usr/lib/modules/${m.kernel.release}/kernel/drivers/block/virtio_blk.ko`,
+  ];
+  assert.deepEqual(want.filter((p) => !paths.has(p)), [], 'missing from the initramfs');
+  assert.ok(![...paths].some((p) => p.startsWith('usr/share/doc/') || p.startsWith('usr/share/man/')), 'no documentation');
+  assert.match(list, /^-rwxr-xr-x +1 root +root .* Jan +1 +1970 init$/m, 'root-owned, fixed mtime');
+});
+
+test('the installer boots under QEMU: DHCP, config over HTTP, sfdisk on the virtio disk, run-start with the installer', async () => {
+  const events: BootlineEvent[] = [];
+  let firstEventAt = 0;
+  let configFetched = false;
+  const disk = join(dir, 'vda.img');
+  writeFileSync(disk, Buffer.alloc(0));
+  execFileSync('truncate', ['-s', '64M', disk]);
+  server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      if (req.method === 'GET' && req.url === '/config.yaml') {
+        configFetched = true;
+        res.end(config);
+      } else if (req.method === 'POST' && req.url === '/events') {
+        if (!firstEventAt) firstEventAt = Date.now();
+        events.push(...(JSON.parse(body) as { events: BootlineEvent[] }).events);
+        res.end('{}');
+      } else res.writeHead(404).end();
+    });
+  });
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  const config = [
+    'unattended: true',
+    'tasks:',
+    '  - name: partition',
+    '    script: /bin/sh',
+    `    args: ["-c", "lsblk -b -n -d -o NAME,SIZE /dev/vda && printf 'label: gpt\\\\n,\\\\n' | sfdisk --quiet /dev/vda && sfdisk -d /dev/vda"]`,
+    'reporters:',
+    '  - type: console',
+    `  - { type: http, url: "http://10.0.2.2:${port}/events" }`,
+    'onSuccess: { action: poweroff }',
+    '',
+  ].join('\n');
+
+  const serial = join(dir, 'serial.log');
+  const started = Date.now();
+  qemu = spawn('qemu-system-x86_64', [
+    '-machine', 'q35', '-m', '1024', '-nographic', '-no-reboot', '-monitor', 'none', '-serial', `file:${serial}`,
+    '-kernel', join(dir, 'a', 'vmlinuz'), '-initrd', join(dir, 'a', 'initrd.img'),
+    '-append', `console=ttyS0 bootline.config=http://10.0.2.2:${port}/config.yaml bootline.exit=poweroff`,
+    '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0',
+    '-drive', `file=${disk},if=virtio,format=raw`,
+  ], { stdio: 'ignore' });
+  const code = await new Promise<number | null>((r) => {
+    const timer = setTimeout(() => qemu!.kill('SIGKILL'), 150_000);
+    qemu!.on('exit', (c) => (clearTimeout(timer), r(c)));
+  });
+  const log = readFileSync(serial, 'latin1');
+  const tail = log.split('\n').slice(-40).join('\n');
+  assert.equal(code, 0, `QEMU ended by the guest's power-off (not killed):\n${tail}`);
+
+  assert.ok(configFetched, 'the guest fetched its config over HTTP');
+  assert.match(log, /bootline-init: \[[\d.]+\] eth0: 10\.0\.2\.15\/24, router 10\.0\.2\.2/, 'DHCP lease');
+  const start = events.find((e) => e.type === 'run-start');
+  assert.ok(start && start.type === 'run-start', tail);
+  assert.deepEqual({ ...start.installer, bootSeconds: 0 }, { version: first.bootline, kernel: first.kernel.release, initramfsBytes: first.files['initrd.img'].bytes, bootSeconds: 0 });
+  assert.ok((start.installer?.bootSeconds ?? 0) > 0);
+  const end = events.find((e) => e.type === 'task-end');
+  assert.equal(end?.type === 'task-end' && end.status, 'ok', tail);
+  assert.ok(events.some((e) => e.type === 'log' && /^\/dev\/vda1 : start= +2048/.test(e.message)), 'sfdisk -d output reported');
+  assert.equal(readDevice(disk, 1024).subarray(512, 520).toString('latin1'), 'EFI PART', 'GPT written to the virtio disk');
+
+  const at = (re: RegExp) => new RegExp(`bootline-init: \\[([\\d.]+)\\] ${re.source}`).exec(log)?.[1];
+  note(`kernel uptime: /init ${at(/bootline installer/)} s, modules loaded ${at(/modules loaded/)} s, DHCP lease ${at(/eth0:/)} s, agent started ${at(/starting the agent/)} s`);
+  const upAt = at(/bootline installer/);
+  note(`QEMU (TCG) start to the agent's first event at the host: ${((firstEventAt - started) / 1000).toFixed(1)} s; ` +
+    `kernel uptime at /init ${upAt} s, at the agent's start ${start.installer?.bootSeconds?.toFixed(2)} s; whole run to power-off ${((Date.now() - started) / 1000).toFixed(1)} s`);
+});
+
+function readRange(file: string, offset: number, length: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    readSync(fd, buf, 0, length, offset);
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
