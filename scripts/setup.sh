@@ -14,11 +14,13 @@ cd "$(dirname "$0")/.."
 # database the tests run it on (they start their own instance), curl is the real TFTP and
 # HTTP client of its tests, ipxe provides the iPXE binaries it serves over TFTP (dnsmasq
 # checks the proxy-DHCP config it prints). The lab: QEMU, UEFI firmware (OVMF), iPXE option
-# ROMs, a software TPM, and cpio/busybox to pack the installer initramfs.
+# ROMs, a software TPM, and cpio/busybox to pack the installer initramfs; kmod for depmod,
+# which indexes the installer's kernel modules (Debian's kernel package ships no modules.dep);
+# binutils' strip makes the installer's copy of node 13 MB smaller (optional).
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
   gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
   postgresql curl ipxe dnsmasq
-  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static)
+  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
