@@ -96,13 +96,25 @@ test('two devices boot side by side with distinct serial numbers, UUIDs and MACs
   assert.deepEqual(processesIn(lab.dir), []);
 });
 
+/** The lab's sample target (a real bootable UEFI disk: systemd-boot, kernel, a first-boot marker), built once. */
+let sampleTarget: Promise<{ image: string; marker: string }> | undefined;
+let sampleDir: string | undefined;
+after(() => {
+  if (sampleDir) rmSync(sampleDir, { recursive: true, force: true });
+});
+function sample(): Promise<{ image: string; marker: string }> {
+  return (sampleTarget ??= (async () => {
+    const { buildSampleTarget } = await import('../../src/lab/sample-target/build.ts');
+    const { TARGET_MARKER } = await import('../../src/lab/sample-target/init-script.ts');
+    sampleDir = mkdtempSync(join(tmpdir(), 'bootline-lab-target-'));
+    const t = await buildSampleTarget({ out: sampleDir, rootFilesBytes: 4 << 20, diskBytes: 64 << 20 });
+    return { image: t.image, marker: TARGET_MARKER };
+  })());
+}
+
 test('a device the server has nothing for: iPXE exits and the firmware boots the disk next (network first, then disk)', { skip, timeout: 120_000 }, async (t) => {
-  // A real bootable UEFI disk (the lab's sample target: systemd-boot, kernel, a first-boot marker).
-  const { buildSampleTarget } = await import('../../src/lab/sample-target/build.ts');
-  const { TARGET_MARKER } = await import('../../src/lab/sample-target/init-script.ts');
-  const out = mkdtempSync(join(tmpdir(), 'bootline-lab-target-'));
-  after(() => rmSync(out, { recursive: true, force: true }));
-  const target = await buildSampleTarget({ out, rootFilesBytes: 4 << 20, diskBytes: 64 << 20 });
+  const target = await sample();
+  const TARGET_MARKER = target.marker;
   const id = 'diskboot';
   const rule = await line.admin('POST', '/api/v1/rules', { match: 'mac', pattern: deviceIdentity(id, 1).mac, action: 'none', priority: 10 });
   assert.equal(rule.status, 201, rule.text);
@@ -121,6 +133,21 @@ test('a device the server has nothing for: iPXE exits and the firmware boots the
     assert.match(rest, /BdsDxe: failed to load Boot\d+ "UEFI PXEv4 \(MAC:[0-9A-F]{12}\)" [^\n]*Not Found\r?\nBdsDxe: loading Boot\d+ "UEFI Misc Device"/);
     assert.match(rest, /BdsDxe: (loading|starting) Boot\d+ "UEFI Misc Device" from PciRoot\(0x0\)\/Pci\(0x2,0x0\)/);
     assert.doesNotMatch(rest, /Start PXE over|Start HTTP Boot|PXEv6|HTTPv4|HTTPv6/);
+  } finally {
+    await lab.stop();
+  }
+});
+
+test('a USB stick boots before the network', { skip, timeout: 120_000 }, async (t) => {
+  const target = await sample();
+  const lab = await startLab({ devices: 1, serverUrl: line.url, usb: target.image, diskSize: '64M', memoryMiB: 512 });
+  try {
+    const d = lab.devices[0]!;
+    const m = await lab.waitForSerial(d, new RegExp(`${target.marker} release=\\S+ serial=(\\S+)`), 80_000);
+    t.diagnostic(`QEMU start to the USB stick's marker: ${((Date.now() - Date.parse(d.startedAt)) / 1000).toFixed(1)} s`);
+    assert.equal(m[1], d.serial);
+    assert.match(readFileSync(d.serialLog, 'latin1'), /BdsDxe: starting Boot\d+ "UEFI QEMU QEMU USB HARDDRIVE/);
+    assert.ok(!requested.includes(`/boot/${d.mac.replace(/:/g, '-')}.ipxe`), 'the network was not tried');
   } finally {
     await lab.stop();
   }

@@ -35,6 +35,8 @@ export interface DeviceOptions {
   bootfile: string;
   tpm: boolean;
   tpmModel: TpmModel;
+  /** Told of every process as soon as it runs (with the path its command line names), so that an interrupted start can still be cleaned up. */
+  onSpawn?: (pid: number, marker: string) => void;
 }
 
 /** Unix socket paths are limited to 107 bytes. */
@@ -79,7 +81,10 @@ export async function startDevice(o: DeviceOptions): Promise<DeviceRecord> {
   let swtpmPid: number | undefined;
   let qemuPid: number | undefined;
   try {
-    if (o.tpm) swtpmPid = await startSwtpm({ stateDir: p.tpmState, socket: p.tpmSocket, log: p.swtpmLog });
+    if (o.tpm) {
+      swtpmPid = await startSwtpm({ stateDir: p.tpmState, socket: p.tpmSocket, log: p.swtpmLog });
+      o.onSpawn?.(swtpmPid, p.tpmSocket);
+    }
     const spec: QemuDeviceSpec = {
       name: `bootline-lab-${id.name}`,
       accel: o.accel,
@@ -95,6 +100,7 @@ export async function startDevice(o: DeviceOptions): Promise<DeviceRecord> {
       qmpSocket: p.qmpSocket,
     };
     qemuPid = await spawnLogged(QEMU, qemuArgs(spec), p.qemuLog);
+    o.onSpawn?.(qemuPid, p.qmpSocket);
     await waitForQmp(qemuPid, p.qmpSocket, p.qemuLog);
   } catch (e) {
     if (qemuPid !== undefined) await terminate(qemuPid, p.qmpSocket, 1000);

@@ -15,7 +15,7 @@ import { assertRequirements, labRequirements } from './requirements.ts';
 import { chooseAccel, type KvmVerdict } from './kvm-probe.ts';
 import type { Accel, TpmModel } from './qemu-args.ts';
 import { startDevice, stopDevice } from './device.ts';
-import { isOurs, killNow, waitGone } from './processes.ts';
+import { isOurs, killNow, terminate, waitGone } from './processes.ts';
 import { qmpOnce } from './qmp.ts';
 import { readLabState, STATE_FILE, writeLabState, type DeviceRecord, type LabState } from './state.ts';
 import { waitForSerial } from './serial-console.ts';
@@ -158,8 +158,10 @@ export async function startLab(o: LabOptions): Promise<Lab> {
     createdAt: new Date().toISOString(),
     devices: [],
   };
-  const lab = makeLab(state, ownDir, accel);
-  if (!o.detach) track(lab, state, ownDir, o.keepLogs === true);
+  // Every process as soon as it runs: a start interrupted half-way leaves none behind.
+  const spawned: Spawned[] = [];
+  const lab = makeLab(state, ownDir, accel, spawned);
+  if (!o.detach) track(lab, state, ownDir, o.keepLogs === true, spawned);
   try {
     const tftpDir = join(dir, 'tftp');
     mkdirSync(tftpDir, { recursive: true });
@@ -181,6 +183,7 @@ export async function startLab(o: LabOptions): Promise<Lab> {
         bootfile: DEFAULTS.bootfile,
         tpm,
         tpmModel: o.tpmModel ?? DEFAULTS.tpmModel,
+        onSpawn: (pid, marker) => spawned.push({ pid, marker }),
       });
       state.devices.push(d);
       writeLabState(state);
@@ -193,7 +196,12 @@ export async function startLab(o: LabOptions): Promise<Lab> {
   return lab;
 }
 
-function makeLab(state: LabState, ownDir: boolean, accel: KvmVerdict): Lab {
+interface Spawned {
+  pid: number;
+  marker: string;
+}
+
+function makeLab(state: LabState, ownDir: boolean, accel: KvmVerdict, spawned: Spawned[]): Lab {
   const pick = (d: DeviceRecord | number): DeviceRecord => {
     const found = typeof d === 'number' ? state.devices.find((x) => x.index === d) : d;
     if (!found) throw new LabError(`no device ${String(d)} in this lab`);
@@ -220,6 +228,8 @@ function makeLab(state: LabState, ownDir: boolean, accel: KvmVerdict): Lab {
     stop: (o = {}) =>
       (stopping ??= (async () => {
         await Promise.all(state.devices.map((d) => stopDevice(d)));
+        // A device still starting when stop() came: not recorded yet, but spawned.
+        await Promise.all(spawned.map((p) => terminate(p.pid, p.marker, 1000)));
         untrack(lab);
         removeLabFiles(state, ownDir, o.keepLogs === true);
       })()),
@@ -280,14 +290,12 @@ export async function labStatus(dir: string): Promise<{ state: LabState; devices
 
 // Stopping tracked labs when this process ends. 'exit' handlers cannot wait: they kill
 // with SIGKILL and remove files synchronously. SIGINT/SIGTERM stop them in order first.
-const tracked = new Map<Lab, { state: LabState; ownDir: boolean; keepLogs: boolean }>();
+const tracked = new Map<Lab, { state: LabState; ownDir: boolean; keepLogs: boolean; spawned: Spawned[] }>();
 
 function onExit(): void {
   for (const [, t] of tracked) {
-    for (const d of t.state.devices) {
-      killNow(d.qemuPid, d.qmpSocket);
-      if (d.swtpmPid !== undefined && d.tpmSocket) killNow(d.swtpmPid, d.tpmSocket);
-    }
+    // QEMU first, so that it does not see its TPM vanish while it still runs.
+    for (const p of [...t.spawned].reverse()) killNow(p.pid, p.marker);
     try {
       removeLabFiles(t.state, t.ownDir, t.keepLogs);
     } catch {
@@ -302,13 +310,13 @@ function onSignal(signal: NodeJS.Signals): void {
   });
 }
 
-function track(lab: Lab, state: LabState, ownDir: boolean, keepLogs: boolean): void {
+function track(lab: Lab, state: LabState, ownDir: boolean, keepLogs: boolean, spawned: Spawned[]): void {
   if (tracked.size === 0) {
     process.on('exit', onExit);
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
-  tracked.set(lab, { state, ownDir, keepLogs });
+  tracked.set(lab, { state, ownDir, keepLogs, spawned });
 }
 
 function untrack(lab: Lab): void {
