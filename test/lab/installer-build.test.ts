@@ -7,7 +7,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -24,8 +25,12 @@ const note = (s: string) => {
   process.stderr.write(`installer-build: ${s}\n`);
 };
 
+/** The serial console last (it becomes /dev/console); no network: the offline case. */
+const USB_CMDLINE = 'bootline.exit=poweroff bootline.net=off console=ttyS0,115200';
+
 let first: Manifest;
 let qemu: ChildProcess | undefined;
+let usbQemu: ChildProcess | undefined;
 let server: Server | undefined;
 
 function build(out: string, extra: Partial<Parameters<typeof buildInstaller>[0]> = {}) {
@@ -41,22 +46,23 @@ before(async () => {
   assert.ok(existsSync(AGENT), `${AGENT} is missing: run "npm run build" first`);
   const b = await build(join(dir, 'a'));
   first = b.manifest;
-  note(`build (packages cached: ${b.lines.some((l) => /downloaded/.test(l)) ? 'no' : 'yes'}): ${b.seconds.toFixed(1)} s, initrd.img ${(first.files['initrd.img'].bytes / 1e6).toFixed(1)} MB at zstd -3`);
+  note(`build: ${b.seconds.toFixed(1)} s, initrd.img ${(first.files['initrd.img'].bytes / 1e6).toFixed(1)} MB at zstd -3`);
 });
 
 after(() => {
-  if (qemu?.exitCode === null) qemu.kill('SIGKILL');
+  for (const q of [qemu, usbQemu]) if (q?.exitCode === null) q.kill('SIGKILL');
   server?.close();
   server?.closeAllConnections();
   if (figures.length > 0) process.stderr.write(`installer-build figures:\n  ${figures.join('\n  ')}\n`);
 });
 
 test('a second build gives the same bytes, with a USB image; a third with the same inputs is skipped as up to date', async () => {
-  writeFileSync(join(dir, 'disk.img'), Buffer.alloc(1 << 20, 7));
-  writeFileSync(join(dir, 'disk.bmap'), '<?xml version="1.0" ?>\n<bmap version="2.0"></bmap>\n');
+  // The offline case: a target image with its bmap and an auto.install that deploys it.
+  writeFileSync(join(dir, 'disk.img'), randomBytes(4 << 20));
+  execFileSync('bmaptool', ['create', '-o', join(dir, 'disk.bmap'), join(dir, 'disk.img')], { stdio: 'ignore' });
   writeFileSync(join(dir, 'auto.install'), 'disk.img\n/dev/vda\nOVERWRITE\n');
   const usb = join(dir, 'usb.img');
-  const b = await build(join(dir, 'b'), { usb, usbImages: [join(dir, 'disk.img')], usbAutoInstall: join(dir, 'auto.install'), cmdline: 'installer.unattended' });
+  const b = await build(join(dir, 'b'), { usb, usbImages: [join(dir, 'disk.img')], usbAutoInstall: join(dir, 'auto.install'), cmdline: USB_CMDLINE });
   assert.deepEqual(b.manifest.files, first.files, 'vmlinuz and initrd.img: same sha256');
   assert.equal(readFileSync(join(dir, 'b', 'initrd.img')).equals(readFileSync(join(dir, 'a', 'initrd.img'))), true);
   assert.ok(b.lines.every((l) => /^(build-installer: | {2})/.test(l)), 'progress lines');
@@ -70,7 +76,7 @@ test('a second build gives the same bytes, with a USB image; a third with the sa
   const mtools = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
   assert.match(execFileSync('mdir', ['-b', '-i', espAt, '::/EFI/BOOT'], { encoding: 'utf8', env: mtools }), /BOOTX64\.EFI/);
   const entry = execFileSync('mtype', ['-i', espAt, '::/loader/entries/bootline.conf'], { encoding: 'utf8', env: mtools });
-  assert.match(entry, /^options console=ttyS0,115200 console=tty0 bootline\.install=BOOTLINE installer\.unattended$/m);
+  assert.match(entry, /^options console=ttyS0,115200 console=tty0 bootline\.install=BOOTLINE bootline\.exit=poweroff bootline\.net=off console=ttyS0,115200$/m);
   assert.equal(execFileSync('mtype', ['-i', espAt, '::/initrd.img'], { env: mtools, maxBuffer: 256 << 20 }).length, first.files['initrd.img'].bytes);
   const part = join(dir, 'data.part');
   writeFileSync(part, readRange(usb, data!.start * 512, data!.size * 512));
@@ -179,6 +185,36 @@ test('the installer boots under QEMU: DHCP, config over HTTP, sfdisk on the virt
   const upAt = at(/bootline installer/);
   note(`QEMU (TCG) start to the agent's first event at the host: ${((firstEventAt - started) / 1000).toFixed(1)} s; ` +
     `kernel uptime at /init ${upAt} s, at the agent's start ${start.installer?.bootSeconds?.toFixed(2)} s; whole run to power-off ${((Date.now() - started) / 1000).toFixed(1)} s`);
+});
+
+test('the USB image boots under UEFI (OVMF) offline: systemd-boot, /install from BOOTLINE, auto.install deploys the image', async () => {
+  const usb = join(dir, 'usb.img');
+  assert.ok(existsSync(usb), 'built by the first test');
+  const vars = join(dir, 'OVMF_VARS.fd');
+  copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd', vars);
+  const disk = join(dir, 'usb-target.img');
+  writeFileSync(disk, Buffer.alloc(0));
+  execFileSync('truncate', ['-s', '64M', disk]);
+  const serial = join(dir, 'usb-serial.log');
+  const started = Date.now();
+  usbQemu = spawn('qemu-system-x86_64', [
+    '-machine', 'q35', '-m', '1024', '-nographic', '-no-reboot', '-monitor', 'none', '-serial', `file:${serial}`, '-nic', 'none',
+    '-drive', 'if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd', '-drive', `if=pflash,format=raw,file=${vars}`,
+    '-drive', `file=${usb},if=none,id=stick,format=raw,readonly=on`, '-device', 'qemu-xhci', '-device', 'usb-storage,drive=stick,bootindex=0',
+    '-drive', `file=${disk},if=virtio,format=raw`,
+  ], { stdio: 'ignore' });
+  const code = await new Promise<number | null>((r) => {
+    const timer = setTimeout(() => usbQemu!.kill('SIGKILL'), 150_000);
+    usbQemu!.on('exit', (c) => (clearTimeout(timer), r(c)));
+  });
+  const log = readFileSync(serial, 'latin1');
+  const tail = log.split('\n').slice(-40).join('\n');
+  assert.equal(code, 0, `QEMU ended by the guest's power-off:\n${tail}`);
+  assert.match(log, /EFI stub: Loaded initrd/, 'systemd-boot started the kernel with the initramfs');
+  assert.match(log, /bootline-init: \[[\d.]+\] install data: \/dev\/sd\w+ \(BOOTLINE\) mounted on \/install/);
+  assert.match(log, /wrote 4\.0 MiB to \/dev\/vda .*bmap \/install\/disk\.bmap/);
+  assert.ok(readDevice(disk, 4 << 20).equals(readFileSync(join(dir, 'disk.img'))), 'the image is on the target disk');
+  note(`USB image under OVMF (TCG), offline deploy of a 4 MiB image: QEMU start to power-off ${((Date.now() - started) / 1000).toFixed(1)} s`);
 });
 
 function readRange(file: string, offset: number, length: number): Buffer {

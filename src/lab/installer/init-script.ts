@@ -101,7 +101,8 @@ mount_install_data() {
   while :; do
     for l in \${want:-BOOTLINE INSTALLDATA}; do
       d=$(findfs LABEL="$l" 2>/dev/null) || continue
-      mount -o ro "$d" /install && say "install data: $d ($l) mounted on /install" && return
+      if mount -o ro "$d" /install; then say "install data: $d ($l) mounted on /install"; else say "cannot mount $d ($l) on /install"; fi
+      return
     done
     tries=$((tries - 1))
     [ "$tries" -gt 0 ] || break

@@ -14,7 +14,8 @@ export const DEFAULT_MODULES = [
   'virtio_net', 'e1000', 'e1000e',
   // filesystems and what the image engine and the encryption task use
   'ext4', 'vfat', 'nls_cp437', 'nls_ascii', 'nls_iso8859_1', 'nls_utf8', 'squashfs', 'loop',
-  'dm_mod', 'dm_crypt', 'xts', 'aesni_intel', 'crc32c_intel',
+  // crc32c: ext4's metadata checksums; the generic one where the CPU has no SSE4.2 (QEMU's TCG)
+  'dm_mod', 'dm_crypt', 'xts', 'aesni_intel', 'crc32c_intel', 'crc32c_generic',
   'efivarfs', '9p', '9pnet_virtio',
   'tpm_tis', 'tpm_crb',
 ] as const;
