@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   accessSync, constants, copyFileSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync,
-  readFileSync, realpathSync, renameSync, rmSync, statSync, utimesSync, writeFileSync,
+  readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, utimesSync, writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -122,6 +122,7 @@ export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
   for (const img of o.usbImages) requireFile(img, 'the USB image\'s target image', 'check the --usb-image path');
   if (o.usbAutoInstall) requireFile(o.usbAutoInstall, 'the auto.install file', 'check the --usb-auto-install path');
   const work = workDir(o.out);
+  const forgetSignals = removeOnSignal(work);
   try {
     step(`kernel: Debian's current amd64 kernel (cache ${o.cache})`);
     const kernel = await fetchKernel(o.cache);
@@ -217,21 +218,49 @@ export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
     log(`build-installer: done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${o.out}/vmlinuz, initrd.img (${(info.initramfsBytes / 1e6).toFixed(1)} MB), ${MANIFEST}`);
     return manifest;
   } finally {
+    forgetSignals();
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-/** A fresh work dir beside --out (same filesystem, so the results can be renamed into place). */
+/**
+ * A fresh work dir beside --out (same filesystem, so the results can be renamed into place),
+ * named with this process's pid: work dirs of builds that were killed are removed here.
+ */
 function workDir(out: string): string {
   const parent = dirname(out);
+  const prefix = `.${basename(out)}.building-`;
   try {
     mkdirSync(parent, { recursive: true });
     accessSync(parent, constants.W_OK);
     if (existsSync(out)) accessSync(out, constants.W_OK);
-    return mkdtempSync(join(parent, `.${basename(out)}.building-`));
+    for (const stale of readdirSync(parent).filter((f) => f.startsWith(prefix))) {
+      const pid = Number(/^(\d+)-/.exec(stale.slice(prefix.length))?.[1]);
+      if (pid && !alive(pid)) rmSync(join(parent, stale), { recursive: true, force: true });
+    }
+    return mkdtempSync(join(parent, `${prefix}${process.pid}-`));
   } catch (e) {
     throw new InstallerBuildError(`cannot write the installer to ${out}: ${(e as Error).message} — choose another --out or fix the permissions of ${parent}`);
   }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the work dir when the build is interrupted (Ctrl-C, SIGTERM), then ends as the signal would. */
+function removeOnSignal(work: string): () => void {
+  const handler = (sig: NodeJS.Signals) => {
+    rmSync(work, { recursive: true, force: true });
+    process.kill(process.pid, sig);
+  };
+  process.once('SIGINT', handler).once('SIGTERM', handler);
+  return () => process.off('SIGINT', handler).off('SIGTERM', handler);
 }
 
 /** The node binary for the installer: the build host's, stripped of its symbols when `strip` is there (cached). */
