@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { elfNeeds } from '../../src/lab/installer/elf.ts';
 import { moduleName, parseBuiltin, parseModulesDep, selectModules } from '../../src/lab/installer/modules.ts';
 import { isLibraryPackage, libraryClosure, parseAptDepends } from '../../src/lab/installer/packages.ts';
-import { parseCandidates } from '../../src/lab/debian-packages.ts';
+import { candidateVersions, parseCandidates } from '../../src/lab/debian-packages.ts';
 import { cpioHeader, cpioStream } from '../../src/lab/installer/cpio.ts';
 import { FileTree, isExcluded, mergedPath, type Entry } from '../../src/lab/installer/tree.ts';
 import { addHostLibraries, checkLibraries, missingLibrariesMessage } from '../../src/lab/installer/libraries.ts';
@@ -225,6 +225,14 @@ test('build errors say what is wrong before anything is fetched', async () => {
   await assert.rejects(buildInstaller({ ...o, log: () => {} }), (e: Error) => e instanceof InstallerBuildError && /cannot write the installer to \/etc\/hostname\/installer: .* choose another --out/.test(e.message));
   const dir = tempDir();
   await assert.rejects(buildInstaller({ ...parseBuildOptions({ out: join(dir, 'out'), agent: join(dir, 'none.mjs') }), log: () => {} }), /the agent bundle .*none\.mjs does not exist .*npm run build/);
+  const path = process.env.PATH;
+  process.env.PATH = dir;
+  try {
+    await assert.rejects(buildInstaller({ ...o, usb: join(dir, 'usb.img'), log: () => {} }), /missing tools: zstd \(Debian package zstd\), .*sfdisk \(Debian package fdisk\).* — install them: apt-get install zstd apt dpkg fdisk/);
+  } finally {
+    process.env.PATH = path;
+  }
+  await assert.rejects(candidateVersions(['bootline-no-such-package']), /Debian package bootline-no-such-package is not known to apt here: run "apt-get update"/);
   await assert.rejects(
     buildInstaller({ ...parseBuildOptions({ out: join(dir, 'out'), agent: process.execPath, usb: join(dir, 'usb.img'), usbImage: [join(dir, 'gone.img')] }), log: () => {} }),
     /target image .*gone\.img does not exist/,
