@@ -130,6 +130,8 @@ test('the installer boots under QEMU: DHCP, config over HTTP, sfdisk on the virt
       if (req.method === 'GET' && req.url === '/config.yaml') {
         configFetched = true;
         res.end(config);
+      } else if (req.method === 'GET' && req.url === '/tools.sh') {
+        res.end(TOOLS_SCRIPT);
       } else if (req.method === 'POST' && req.url === '/events') {
         if (!firstEventAt) firstEventAt = Date.now();
         events.push(...(JSON.parse(body) as { events: BootlineEvent[] }).events);
@@ -145,6 +147,9 @@ test('the installer boots under QEMU: DHCP, config over HTTP, sfdisk on the virt
     '  - name: partition',
     '    script: /bin/sh',
     `    args: ["-c", "lsblk -b -n -d -o NAME,SIZE /dev/vda && printf 'label: gpt\\\\n,\\\\n' | sfdisk --quiet /dev/vda && sfdisk -d /dev/vda"]`,
+    '  - name: tools',
+    '    script: /bin/sh',
+    `    args: ["-c", "wget -q -O /tmp/tools.sh http://10.0.2.2:${port}/tools.sh && sh /tmp/tools.sh"]`,
     'reporters:',
     '  - type: console',
     `  - { type: http, url: "http://10.0.2.2:${port}/events" }`,
@@ -175,8 +180,10 @@ test('the installer boots under QEMU: DHCP, config over HTTP, sfdisk on the virt
   assert.ok(start && start.type === 'run-start', tail);
   assert.deepEqual({ ...start.installer, bootSeconds: 0 }, { version: first.bootline, kernel: first.kernel.release, initramfsBytes: first.files['initrd.img'].bytes, bootSeconds: 0 });
   assert.ok((start.installer?.bootSeconds ?? 0) > 0);
-  const end = events.find((e) => e.type === 'task-end');
-  assert.equal(end?.type === 'task-end' && end.status, 'ok', tail);
+  const ends = events.filter((e) => e.type === 'task-end');
+  assert.deepEqual(ends.map((e) => e.type === 'task-end' && `${e.task} ${e.status}`), ['partition ok', 'tools ok'], tail);
+  const ran = events.filter((e) => e.type === 'log' && e.task === 'tools').map((e) => (e.type === 'log' ? e.message : ''));
+  assert.deepEqual(TOOLS.filter((t) => !ran.includes(`ok ${t}`)), [], `every tool starts in the guest:\n${ran.join('\n')}`);
   assert.ok(events.some((e) => e.type === 'log' && /^\/dev\/vda1 : start= +2048/.test(e.message)), 'sfdisk -d output reported');
   assert.equal(readDevice(disk, 1024).subarray(512, 520).toString('latin1'), 'EFI PART', 'GPT written to the virtio disk');
 
@@ -216,6 +223,20 @@ test('the USB image boots under UEFI (OVMF) offline: systemd-boot, /install from
   assert.ok(readDevice(disk, 4 << 20).equals(readFileSync(join(dir, 'disk.img'))), 'the image is on the target disk');
   note(`USB image under OVMF (TCG), offline deploy of a 4 MiB image: QEMU start to power-off ${((Date.now() - started) / 1000).toFixed(1)} s`);
 });
+
+/** Tools the tasks call, each started in the guest: it must be there and find its libraries. */
+const TOOLS = [
+  'sfdisk -v', 'lsblk -V', 'blkdiscard -V', 'blockdev -V', 'wipefs -V', 'losetup -V', 'blkid -V', 'mke2fs -V', 'e2fsck -V', 'resize2fs -P /dev/null',
+  'mkfs.vfat --help', 'cryptsetup --version', 'tpm2_getcap -v', 'dmidecode --version', 'efibootmgr --version', 'zstd -V', 'xz -V', 'lbzip2 -V',
+  'lz4 -V', 'gzip -V', 'bzip2 -V', 'modprobe -V', 'node -v', 'bootline --version',
+];
+const TOOLS_SCRIPT = `for c in ${TOOLS.map((t) => `'${t}'`).join(' ')}; do
+  out=$($c 2>&1 < /dev/null); rc=$?
+  case "$out" in *"error while loading shared libraries"*) echo "broken $c: $out"; exit 1 ;; esac
+  [ $rc -ne 127 ] || { echo "missing $c"; exit 1; }
+  echo "ok $c"
+done
+`;
 
 function readRange(file: string, offset: number, length: number): Buffer {
   const fd = openSync(file, 'r');
