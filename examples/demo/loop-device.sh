@@ -70,7 +70,7 @@ if cmp -s <(head -c 1M "$img") <(head -c 1M "${loopdev:-$DEMO/device-disk}"); th
 echo
 echo "== the same device bootstrapped by the line's server: only bootline.server= and bootline.token= on its command line"
 SRV="$DEMO/server"
-node dist/bootline.mjs image add "$img.gz" --data "$SRV" --name demo-os --version 1.0 | sed 's/^/   /'
+node dist/bootline.mjs image add "$img.gz" --data "$SRV" --name demo-os --image-version 1.0 | sed 's/^/   /'
 node dist/bootline.mjs serve --data "$SRV" --listen 127.0.0.1:0 --log-level warn > "$DEMO/server.out" 2> "$DEMO/server.log" &
 server_pid=$!
 cleanup() { kill "$server_pid" 2>/dev/null || true; [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null || true; }

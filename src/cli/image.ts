@@ -116,7 +116,8 @@ export function registerImage(program: Command, version: string): void {
     .option('--db <url>', 'the server database (default sqlite:<data>/bootline.db)')
     .option('--config <file>', 'the server settings file, for data and db')
     .option('--name <name>', 'image name (default: the file name without its extensions)')
-    .option('--version <text>', 'a version to show beside the name')
+    // Not --version: that is the program's (bootline --version), and commander reads it first.
+    .option('--image-version <text>', 'a version to show beside the name')
     .option('--bmap <file>', 'its bmap (default: looked for beside the file, like bmaptool)')
     .option('--sign-key <file>', 'ed25519 private key: also write the signature over the bmap (or the sha256)')
     .option('--replace', 'replace an image file of the same name with different content')

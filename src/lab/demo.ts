@@ -124,7 +124,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   log(`   initrd.img ${formatBytes(installer.files['initrd.img'].bytes)}, kernel ${installer.kernel.release}`);
   log('== the product image (a bootable UEFI disk, cached)');
   const sample = await buildSampleTarget({ out: join(work, 'sample'), cache, log: (l) => log(`   ${l}`) });
-  await execFile(process.execPath, [o.cli, 'image', 'add', sample.zst, '--data', data, '--name', 'sample', '--version', sample.release]);
+  await execFile(process.execPath, [o.cli, 'image', 'add', sample.zst, '--data', data, '--name', 'sample', '--image-version', sample.release]);
   log(`   registered as image "sample" (${formatBytes(sample.mappedBytes)} mapped of ${formatBytes(sample.bytes)})`);
 
   log('== the line server');

@@ -150,7 +150,7 @@ export interface ImageAddOptions {
   db?: string;
   config?: string;
   name?: string;
-  version?: string;
+  imageVersion?: string;
   bmap?: string;
   signKey?: string;
   replace?: boolean;
@@ -170,7 +170,7 @@ export async function imageAdd(file: string, o: ImageAddOptions): Promise<string
       file,
       name,
       ...(existing ? { existing } : {}),
-      ...(o.version ? { version: o.version } : {}),
+      ...(o.imageVersion ? { version: o.imageVersion } : {}),
       ...(o.bmap ? { bmap: o.bmap } : {}),
       ...(o.signKey ? { signKey: o.signKey } : {}),
       ...(o.replace ? { replace: true } : {}),

@@ -105,7 +105,7 @@ describe('bootline image add', () => {
     const img = join(dir, 'disk.img');
     writeFileSync(img, Buffer.alloc(1 << 20, 7));
     const data = join(dir, 'data');
-    const out = execFileSync(process.execPath, [BUNDLE, 'image', 'add', img, '--data', data, '--name', 'line-a'], { encoding: 'utf8' });
+    const out = execFileSync(process.execPath, [BUNDLE, 'image', 'add', img, '--data', data, '--name', 'line-a', '--image-version', '2.4.1'], { encoding: 'utf8' });
     const sha = createHash('sha256').update(readFileSync(img)).digest('hex');
     assert.match(out, new RegExp(`/images/line-a/disk.img .*${sha}`));
     assert.equal(statSync(join(data, 'images', 'line-a', 'disk.img')).size, 1 << 20);
@@ -116,6 +116,7 @@ describe('bootline image add', () => {
       assert.equal(createHash('sha256').update(Buffer.from(await r.arrayBuffer())).digest('hex'), sha);
       const list = await (await fetch(`${s.url}/api/v1/images`, { headers: { authorization: `Bearer ${s.token}` } })).json();
       assert.equal(list[0].name, 'line-a');
+      assert.equal(list[0].version, '2.4.1');
     } finally {
       await s.stop();
     }
