@@ -1,7 +1,7 @@
 // The demo (the README's first command): a line's server, the installer, a sample product
 // image and virtual devices that network-boot and get bootstrapped end to end — then reboot
 // into the image they were given, which proves itself on their serial consoles.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_LAB_CACHE } from './debian-packages.ts';
 import { buildInstaller, parseBuildOptions } from './installer/build.ts';
@@ -120,7 +120,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   mkdirSync(data, { recursive: true });
 
   log('== the installer (kernel + initramfs from Debian packages, cached)');
-  const installer = await buildInstaller({ ...parseBuildOptions({ out: join(data, 'installer'), cache }), log: (l) => log(`   ${l}`) });
+  // Built (or found up to date) beside the server data, which starts anew each time.
+  const installerDir = join(work, 'installer');
+  const installer = await buildInstaller({ ...parseBuildOptions({ out: installerDir, cache }), log: (l) => log(`   ${l}`) });
+  mkdirSync(join(data, 'installer'));
+  for (const f of ['vmlinuz', 'initrd.img']) copyFileSync(join(installerDir, f), join(data, 'installer', f));
   log(`   initrd.img ${formatBytes(installer.files['initrd.img'].bytes)}, kernel ${installer.kernel.release}`);
   log('== the product image (a bootable UEFI disk, cached)');
   const sample = await buildSampleTarget({ out: join(work, 'sample'), cache, log: (l) => log(`   ${l}`) });
@@ -139,7 +143,6 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     log(`== ${count} virtual devices boot from the network`);
     const reach = o.devicesReach ? await o.devicesReach(server.url) : server.url;
     lab = await startLab({ devices: count, serverUrl: reach, dir: join(work, 'lab'), diskSize: '2G', memoryMiB: 1536, log: (l) => log(`   ${l}`) });
-    for (const d of lab.devices) log(`   ${d.name}: serial ${d.serial}, MAC ${d.mac}, console log ${d.serialLog}`);
 
     // Follow the devices through the server, as a dashboard would.
     const outcomes = new Map<string, DeviceOutcome>(lab.devices.map((d) => [d.serial, { name: d.name, serial: d.serial, mac: d.mac, state: 'booting', targetBooted: false, diskVerified: false }]));
@@ -152,7 +155,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         out.state = r.state;
         if (r.currentRun) out.runId = r.currentRun;
         if (r.message) out.message = r.message;
-        const line = `${out.name} ${r.state} ${r.currentTask ?? ''} ${Math.floor(r.progress)}%`;
+        // A line when the state or task changes, and every 10% between.
+        const line = `${out.name} ${r.state} ${r.currentTask ?? ''} ${Math.floor(r.progress / 10)}`;
         if (last.get(r.serial!) !== line) log(`   ${out.name} (${r.serial}): ${r.state}${r.currentTask ? `, ${r.currentTask}` : ''}, ${Math.floor(r.progress)}%${r.message && r.state !== 'running' ? ` — ${r.message}` : ''}`);
         last.set(r.serial!, line);
       }
