@@ -56,7 +56,7 @@ after(() => {
   if (figures.length > 0) process.stderr.write(`installer-build figures:\n  ${figures.join('\n  ')}\n`);
 });
 
-test('a second build gives the same bytes, with a USB image; a third with the same inputs is skipped as up to date', async () => {
+test('a second build gives the same bytes, and so does its USB image; a build with the same inputs is skipped as up to date', async () => {
   // The offline case: a target image with its bmap and an auto.install that deploys it.
   writeFileSync(join(dir, 'disk.img'), randomBytes(4 << 20));
   execFileSync('bmaptool', ['create', '-o', join(dir, 'disk.bmap'), join(dir, 'disk.img')], { stdio: 'ignore' });
@@ -83,6 +83,10 @@ test('a second build gives the same bytes, with a USB image; a third with the sa
   const listing = execFileSync('debugfs', ['-R', 'ls -l /', part], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   for (const f of ['disk.img', 'disk.bmap', 'auto.install']) assert.match(listing, new RegExp(` ${f.replace('.', '\\.')}\\s*$`, 'm'));
   assert.equal(execFileSync('e2label', [part], { encoding: 'utf8' }).trim(), 'BOOTLINE');
+
+  const usb2 = join(dir, 'usb2.img');
+  await build(join(dir, 'c'), { usb: usb2, usbImages: [join(dir, 'disk.img')], usbAutoInstall: join(dir, 'auto.install'), cmdline: USB_CMDLINE });
+  assert.ok(readFileSync(usb2).equals(readFileSync(usb)), 'the USB image too: same bytes');
 
   const c = await build(join(dir, 'a'), { force: false });
   assert.ok(c.lines.some((l) => /is up to date/.test(l)), c.lines.join('\n'));

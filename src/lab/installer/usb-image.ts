@@ -3,7 +3,7 @@
 // with the target images and auto.install for the offline case — Isar's /install. Built
 // from files with sfdisk, mkfs.vfat, mtools and mke2fs -d: no loop devices, no mounts.
 import { execFile as execFileCb } from 'node:child_process';
-import { closeSync, copyFileSync, mkdirSync, openSync, readSync, statSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, openSync, readSync, statSync, utimesSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { bmapCandidates } from '../../image/sources/find-bmap.ts';
@@ -11,9 +11,11 @@ import { bmapCandidates } from '../../image/sources/find-bmap.ts';
 const execFile = promisify(execFileCb);
 
 export const USB_DATA_LABEL = 'BOOTLINE';
-export const USB_TOOLS = { sfdisk: 'fdisk', 'mkfs.vfat': 'dosfstools', mmd: 'mtools', mcopy: 'mtools', mke2fs: 'e2fsprogs' } as const;
+export const USB_TOOLS = { sfdisk: 'fdisk', 'mkfs.vfat': 'dosfstools', mmd: 'mtools', mcopy: 'mtools', mke2fs: 'e2fsprogs', debugfs: 'e2fsprogs' } as const;
 
 const MiB = 1024 * 1024;
+/** 1980-01-01 UTC: FAT cannot store earlier times. */
+const FAT_EPOCH = 315532800;
 const SECTOR = 512;
 const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
 const LINUX_DATA_TYPE = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
@@ -75,8 +77,11 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   mkdirSync(i.work, { recursive: true });
   const esp = join(i.work, 'esp.img');
   sized(esp, espBytes);
-  await execFile('mkfs.vfat', ['-n', 'BOOTLINEEFI', '-i', 'B0071E4E', esp]);
-  const mt = (args: string[]) => execFile(args[0]!, args.slice(1), { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
+  // Same inputs, same bytes: a fixed volume id, --invariant for mkfs.vfat's own times, and
+  // mtools stamps files and directories with SOURCE_DATE_EPOCH (FAT times start in 1980).
+  await execFile('mkfs.vfat', ['--invariant', '-n', 'BOOTLINEEFI', '-i', 'B0071E4E', esp]);
+  const fatTime = String(Math.max(i.mtime, FAT_EPOCH));
+  const mt = (args: string[]) => execFile(args[0]!, args.slice(1), { env: { ...process.env, MTOOLS_SKIP_CHECK: '1', SOURCE_DATE_EPOCH: fatTime, TZ: 'UTC' } });
   await mt(['mmd', '-i', esp, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
   const loaderDir = join(i.work, 'loader');
   mkdirSync(join(loaderDir, 'entries'), { recursive: true });
@@ -90,16 +95,23 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   const dataDir = join(i.work, 'data');
   mkdirSync(dataDir, { recursive: true });
   let payload = 0;
-  for (const [name, src] of dataFiles(i.images, i.autoInstall, exists)) {
+  const extTime = i.mtime || 1;
+  const files = dataFiles(i.images, i.autoInstall, exists);
+  for (const [name, src] of files) {
     copyFileSync(src, join(dataDir, name));
+    utimesSync(join(dataDir, name), extTime, extTime);
     payload += statSync(src).size;
   }
   const dataBytes = roundMiB(payload * 1.1 + 16 * MiB);
   const data = join(i.work, 'data.img');
   sized(data, dataBytes);
-  await execFile('mke2fs', ['-q', '-t', 'ext4', '-L', USB_DATA_LABEL, '-U', DATA_GUID.toLowerCase(), '-E', `root_owner=0:0,hash_seed=${DATA_GUID.toLowerCase()}`, '-d', dataDir, '-F', data], {
-    env: { ...process.env, E2FSPROGS_FAKE_TIME: String(i.mtime || 1) },
-  });
+  // mke2fs -d takes each file's times from the copy; E2FSPROGS_FAKE_TIME fixes the file
+  // system's own, and debugfs the ctimes (which no copy can be given).
+  const e2env = { env: { ...process.env, E2FSPROGS_FAKE_TIME: String(extTime) } };
+  await execFile('mke2fs', ['-q', '-t', 'ext4', '-L', USB_DATA_LABEL, '-U', DATA_GUID.toLowerCase(), '-E', `root_owner=0:0,hash_seed=${DATA_GUID.toLowerCase()}`, '-d', dataDir, '-F', data], e2env);
+  const ctimes = ['/', ...[...files.keys()].map((n) => `/${n}`)].map((p) => `sif "${p}" ctime @${extTime}\n`).join('');
+  writeFileSync(join(i.work, 'ctimes.debugfs'), ctimes);
+  await execFile('debugfs', ['-w', '-f', join(i.work, 'ctimes.debugfs'), data], e2env);
 
   // GPT: 1 MiB before the ESP, 1 MiB after the data partition for the backup table.
   const espStart = MiB;
