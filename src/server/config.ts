@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
+import { BootScriptError, deviceBootScript } from './boot/ipxe.ts';
 
 export const ServerConfigSchema = Type.Object(
   {
@@ -22,6 +23,13 @@ export const ServerConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /**
+     * Kernel parameters the installer boots with (before bootline.server and the token). The
+     * last console= is /dev/console, where the installer's own output goes: the first serial
+     * port by default (the lab's virtual devices, most boards); put console=tty0 last for a
+     * line that watches screens.
+     */
+    installerCmdline: Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { default: ['console=tty0', 'console=ttyS0,115200'], maxItems: 32 }),
     /** Seconds a boot token on an iPXE command line stays valid. */
     bootTokenTtl: Type.Integer({ minimum: 60, default: 3600 }),
     /** A running device with no event for this many seconds is shown as stalled. */
@@ -66,6 +74,13 @@ export function resolveServerConfig(options: Record<string, unknown>, configFile
       return `${key} (${from}): ${e.message}`;
     });
     throw new ServerConfigError(`invalid server settings:\n  ${lines.join('\n  ')}`);
+  }
+  // The installer's kernel parameters go into iPXE scripts: refused now, not at a device's boot.
+  try {
+    deviceBootScript({ baseUrl: 'http://server', kernelUrl: 'http://server/k', initrdUrl: 'http://server/i', initrdName: 'initrd.img', cmdline: merged.installerCmdline, token: 'check' });
+  } catch (e) {
+    if (e instanceof BootScriptError) throw new ServerConfigError(`invalid server settings:\n  installerCmdline (${configFile ?? 'defaults'}): ${e.message}`);
+    throw e;
   }
   const data = resolve(merged.data);
   return { ...merged, data, db: merged.db ?? `sqlite:${resolve(data, 'bootline.db')}` };

@@ -7,6 +7,9 @@ import { csvCell, toCsv, reportRow } from '../../src/server/report-export.ts';
 import { isStalled } from '../../src/server/routes/admin.ts';
 import { resolveServerConfig, ServerConfigError, splitHostPort } from '../../src/server/config.ts';
 import type { Device, Image, Rule, Run } from '../../src/api/admin.ts';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from '../helpers.ts';
 
 const device = (over: Partial<Device> = {}): Device => ({
   id: 'dev_1', serial: 'SN-1', uuid: null, macs: ['52:54:00:00:00:01'], hostname: null, batch: 'b', firstSeen: '2026-01-01T00:00:00.000Z',
@@ -118,6 +121,13 @@ describe('server settings', () => {
     })();
     assert.ok(e instanceof ServerConfigError);
     assert.match(e.message, /listen \(command line\)/);
+    // The installer's kernel parameters: serial console last by default; a parameter that
+    // could inject into the iPXE script is refused when the server starts, with the file named.
+    assert.deepEqual(c.installerCmdline, ['console=tty0', 'console=ttyS0,115200']);
+    const dir = tempDir();
+    const file = join(dir, 'server.yaml');
+    writeFileSync(file, 'installerCmdline: ["console=ttyS0", "quiet; shell"]\n');
+    assert.throws(() => resolveServerConfig({}, file), (err: Error) => err instanceof ServerConfigError && /installerCmdline \(.*server\.yaml\): .*"quiet; shell"/.test(err.message));
     assert.deepEqual(splitHostPort('[::1]:80'), { host: '::1', port: 80 });
     assert.deepEqual(splitHostPort(':80'), { host: '0.0.0.0', port: 80 });
   });

@@ -47,7 +47,7 @@ export function bootRoutes(app: FastifyInstance, ctx: AppContext): void {
           kernelUrl: `${base}/installer/${INSTALLER_FILES.kernel}`,
           initrdUrl: `${base}/installer/${INSTALLER_FILES.initrd}`,
           initrdName: INSTALLER_FILES.initrd,
-          cmdline: ['console=ttyS0,115200', 'console=tty0'],
+          cmdline: ctx.config.installerCmdline,
           token,
         }),
       );
