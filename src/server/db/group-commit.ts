@@ -58,8 +58,10 @@ export class GroupCommit<Db, J, R> {
         const outcomes: ({ ok: true; value: R } | { ok: false; error: unknown })[] = [];
         try {
           await this.runTx(async (db) => {
-            for (const [i, p] of group.entries()) {
-              const name = `w${i}`;
+            // One name for all: each savepoint is released before the next begins, and the
+            // same statement text is prepared once.
+            const name = 'batch';
+            for (const p of group) {
               await this.savepoints.begin(db, name);
               try {
                 outcomes.push({ ok: true, value: await this.work(db, p.job) });
