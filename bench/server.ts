@@ -22,13 +22,12 @@
 import { execFile as execFileCb, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { parseArgs, promisify } from 'node:util';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
-import { postgresBinDir, startPostgres, type PgServer } from '../test/server/pg.ts';
+import { freePort, postgresBinDir, startPostgres, type PgServer } from '../test/server/pg.ts';
 import type { LoadConfig, LoadResult } from './server-load.ts';
 import {
   BUNDLE,
@@ -147,17 +146,6 @@ async function ensureTools(): Promise<void> {
     for (let i = 0; i < 50 && pidAlive(pid); i++) await sleep(100);
     if (pidAlive(pid)) process.kill(pid, 'SIGTERM');
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ export const LINUX_ROOT_X86_64_TYPE = '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709';
 /** The Debian packages whose tools this needs, by tool. */
 export const DISK_IMAGE_TOOLS = { sfdisk: 'fdisk', 'mkfs.vfat': 'dosfstools', mmd: 'mtools', mcopy: 'mtools', mke2fs: 'e2fsprogs' } as const;
 
+/** 1980-01-01, the earliest time FAT can store. */
+const FAT_EPOCH = 315532800;
+
 export const roundMiB = (bytes: number): number => Math.ceil(bytes / MiB) * MiB;
 
 /** A sparse file of exactly `bytes`. */
@@ -33,10 +36,12 @@ export function sparseFile(path: string, bytes: number): void {
  * A FAT ESP image of `bytes` holding `files` (destination path in the ESP -> source file),
  * directories made as needed.
  */
-export async function buildEsp(file: string, bytes: number, label: string, volumeId: string, files: Record<string, string>): Promise<void> {
+export async function buildEsp(file: string, bytes: number, label: string, volumeId: string, files: Record<string, string>, mtime: number): Promise<void> {
   sparseFile(file, bytes);
-  await execFile('mkfs.vfat', ['-n', label, '-i', volumeId, file]);
-  const env = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
+  // Same inputs, same bytes: --invariant for mkfs.vfat's own times, and mtools stamps what it
+  // copies with SOURCE_DATE_EPOCH (FAT times start in 1980).
+  await execFile('mkfs.vfat', ['--invariant', '-n', label, '-i', volumeId, file]);
+  const env = { ...process.env, MTOOLS_SKIP_CHECK: '1', SOURCE_DATE_EPOCH: String(Math.max(mtime, FAT_EPOCH)), TZ: 'UTC' };
   const dirs = new Set<string>();
   for (const dest of Object.keys(files)) {
     const parts = dest.split('/').slice(0, -1);
@@ -93,7 +98,7 @@ export async function assembleGptImage(file: string, diskGuid: string, partition
 }
 
 /** Copies `src` into `dest` at `offset`, skipping all-zero blocks (they are holes already). */
-function copyInto(src: string, dest: string, offset: number): void {
+export function copyInto(src: string, dest: string, offset: number): void {
   const inFd = openSync(src, 'r');
   const outFd = openSync(dest, 'r+');
   const buf = Buffer.alloc(4 * MiB);

@@ -39,7 +39,8 @@ export function postgresBinDir(): string {
   return join(base, versions[0]!, 'bin');
 }
 
-function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.on('error', reject);

@@ -3,22 +3,20 @@
 // with the target images and auto.install for the offline case — Isar's /install. Built
 // from files with sfdisk, mkfs.vfat, mtools and mke2fs -d: no loop devices, no mounts.
 import { execFile as execFileCb } from 'node:child_process';
-import { closeSync, copyFileSync, mkdirSync, openSync, readSync, statSync, utimesSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { copyFileSync, mkdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { bmapCandidates } from '../../image/sources/find-bmap.ts';
+import { copyInto, ESP_TYPE, LINUX_DATA_TYPE, MiB, sparseFile } from '../disk-image.ts';
 
 const execFile = promisify(execFileCb);
 
 export const USB_DATA_LABEL = 'BOOTLINE';
 export const USB_TOOLS = { sfdisk: 'fdisk', 'mkfs.vfat': 'dosfstools', mmd: 'mtools', mcopy: 'mtools', mke2fs: 'e2fsprogs', debugfs: 'e2fsprogs' } as const;
 
-const MiB = 1024 * 1024;
 /** 1980-01-01 UTC: FAT cannot store earlier times. */
 const FAT_EPOCH = 315532800;
 const SECTOR = 512;
-const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
-const LINUX_DATA_TYPE = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
 // Fixed identifiers: the same inputs give the same partition table.
 const DISK_GUID = 'B0071E4E-0000-4000-8000-000000000001';
 const ESP_GUID = 'B0071E4E-0000-4000-8000-000000000002';
@@ -76,7 +74,7 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   const espBytes = roundMiB(espPayload * 1.05 + 4 * MiB);
   mkdirSync(i.work, { recursive: true });
   const esp = join(i.work, 'esp.img');
-  sized(esp, espBytes);
+  sparseFile(esp, espBytes);
   // Same inputs, same bytes: a fixed volume id, --invariant for mkfs.vfat's own times, and
   // mtools stamps files and directories with SOURCE_DATE_EPOCH (FAT times start in 1980).
   await execFile('mkfs.vfat', ['--invariant', '-n', 'BOOTLINEEFI', '-i', 'B0071E4E', esp]);
@@ -104,7 +102,7 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   }
   const dataBytes = roundMiB(payload * 1.1 + 16 * MiB);
   const data = join(i.work, 'data.img');
-  sized(data, dataBytes);
+  sparseFile(data, dataBytes);
   // mke2fs -d takes each file's times from the copy; E2FSPROGS_FAKE_TIME fixes the file
   // system's own, and debugfs the ctimes (which no copy can be given).
   const e2env = { env: { ...process.env, E2FSPROGS_FAKE_TIME: String(extTime) } };
@@ -117,7 +115,7 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   const espStart = MiB;
   const dataStart = espStart + espBytes;
   const total = dataStart + dataBytes + MiB;
-  sized(i.file, total);
+  sparseFile(i.file, total);
   const table = [
     'label: gpt',
     `label-id: ${DISK_GUID}`,
@@ -132,34 +130,4 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   copyInto(esp, i.file, espStart);
   copyInto(data, i.file, dataStart);
   return { bytes: total, espBytes, dataBytes };
-}
-
-/** A sparse file of exactly `bytes`. */
-function sized(path: string, bytes: number): void {
-  const fd = openSync(path, 'w');
-  try {
-    ftruncateSync(fd, bytes);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Copies `src` into `dest` at `offset`, skipping all-zero blocks (they are holes already). */
-function copyInto(src: string, dest: string, offset: number): void {
-  const inFd = openSync(src, 'r');
-  const outFd = openSync(dest, 'r+');
-  const buf = Buffer.alloc(4 * MiB);
-  const zeros = Buffer.alloc(buf.length);
-  try {
-    for (let pos = 0; ; ) {
-      const n = readSync(inFd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      const chunk = buf.subarray(0, n);
-      if (!chunk.equals(zeros.subarray(0, n))) writeSync(outFd, chunk, 0, n, offset + pos);
-      pos += n;
-    }
-  } finally {
-    closeSync(inFd);
-    closeSync(outFd);
-  }
 }

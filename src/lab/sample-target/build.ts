@@ -88,7 +88,7 @@ export async function buildSampleTarget(o: SampleTargetOptions): Promise<SampleT
   const image = join(o.out, 'sample-target.img');
   const result = { image, bmap: `${image}.bmap`, zst: `${image}.zst`, release };
   const stamp = join(o.out, '.sample-target.json');
-  const key = JSON.stringify({ budget, from, release, diskBytes, v: 2 });
+  const key = JSON.stringify({ budget, from, release, diskBytes, v: 3 });
   if (existsSync(stamp) && existsSync(result.zst) && existsSync(result.bmap)) {
     const saved = JSON.parse(readFileSync(stamp, 'utf8')) as { key: string; bytes: number; mappedBytes: number };
     if (saved.key === key) return { ...result, bytes: saved.bytes, mappedBytes: saved.mappedBytes };
@@ -125,7 +125,7 @@ export async function buildSampleTarget(o: SampleTargetOptions): Promise<SampleT
     };
     const espPayload = Object.values(espFiles).reduce((s, f) => s + statSync(f).size, 0);
     const esp = join(work, 'esp.img');
-    await buildEsp(esp, roundMiB(espPayload * 1.1 + 8 * MiB), 'SAMPLE-ESP', '5A3B1E00', espFiles);
+    await buildEsp(esp, roundMiB(espPayload * 1.1 + 8 * MiB), 'SAMPLE-ESP', '5A3B1E00', espFiles, MTIME);
 
     // Root: real files, and a release file.
     log(`sample target: root file system with ${Math.round(budget / MiB)} MiB of files from ${from}`);
