@@ -2,7 +2,7 @@
 // Dialect differences are kept to transactions (BEGIN IMMEDIATE on SQLite, SELECT ... FOR NO KEY
 // UPDATE of the device row on PostgreSQL) and to what each returns for a count.
 import { randomBytes } from 'node:crypto';
-import { sql, type Generated, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { sql, type Compilable, type CompiledQuery, type Generated, type Kysely, type QueryResult, type Selectable, type Transaction } from 'kysely';
 import type { BootlineEvent } from '../../events.ts';
 import type { Device, DeviceState, EnrollmentToken, Image, Plan, Rule, Run, StoredEvent } from '../../api/admin.ts';
 import type { DeviceFilter, DeviceIdentity, IngestResult, Store } from './store.ts';
@@ -312,6 +312,9 @@ const EVENT_COLUMNS = 7;
 /** Rows per INSERT at most, even where the parameter limit would allow more. */
 const MAX_ROWS_PER_INSERT = 500;
 
+/** Marks a placeholder value in a query compiled once per shape (runShaped). */
+const PLACEHOLDER = '\u0000bootline-param:';
+
 interface IngestJob {
   deviceId: string;
   events: BootlineEvent[];
@@ -321,6 +324,8 @@ interface IngestJob {
 
 export class KyselyStore implements Store {
   private readonly rowsPerInsert: number;
+  /** Compiled queries by shape (runShaped). */
+  private readonly shapes = new Map<string, CompiledQuery<unknown>>();
   private readonly ingestGroup: GroupCommit<Db, IngestJob, IngestResult> | undefined;
   private readonly tryBeginImmediate: (() => boolean) | undefined;
   private readonly lockTimeoutMs: number;
@@ -398,15 +403,42 @@ export class KyselyStore implements Store {
     });
   }
 
+  /**
+   * Runs a query that is built and compiled once per `shape`, then reused with new values:
+   * the hot path (event ingestion) spent as much time building and compiling its queries
+   * as SQLite spent running them. `build` gets `v(name)`, a placeholder value, and each
+   * later run puts `values[name]` where that placeholder's parameter was.
+   */
+  private runShaped<R>(db: Db, shape: string, build: (v: (name: string) => never) => Compilable<R>, values: Record<string, unknown>): Promise<QueryResult<R>> {
+    let compiled = this.shapes.get(shape) as CompiledQuery<R> | undefined;
+    if (compiled === undefined) {
+      compiled = build((name) => `${PLACEHOLDER}${name}` as never).compile();
+      this.shapes.set(shape, compiled);
+    }
+    const parameters = compiled.parameters.map((p) => {
+      if (typeof p !== 'string' || !p.startsWith(PLACEHOLDER)) return p;
+      const name = p.slice(PLACEHOLDER.length);
+      if (!(name in values)) throw new Error(`query shape ${shape}: no value for ${name}`);
+      return values[name];
+    });
+    return db.executeQuery<R>({ ...compiled, parameters });
+  }
+
   /** The device row, locked until the transaction ends on PostgreSQL (SQLite's is already exclusive). */
-  private lockDevice(db: Db, id: string): Promise<DeviceRow | undefined> {
-    return db
-      .selectFrom('devices')
-      .selectAll()
-      .where('id', '=', id)
-      // NO KEY: the lock serialises this device's writers without blocking foreign-key checks.
-      .$if(this.dialect === 'postgres', (q) => q.forNoKeyUpdate())
-      .executeTakeFirst();
+  private async lockDevice(db: Db, id: string): Promise<DeviceRow | undefined> {
+    const r = await this.runShaped<DeviceRow>(
+      db,
+      'lock-device',
+      (v) =>
+        db
+          .selectFrom('devices')
+          .selectAll()
+          .where('id', '=', v('id'))
+          // NO KEY: the lock serialises this device's writers without blocking foreign-key checks.
+          .$if(this.dialect === 'postgres', (q) => q.forNoKeyUpdate()),
+      { id },
+    );
+    return r.rows[0];
   }
 
   // -------------------------------------------------------------------------------
@@ -661,7 +693,10 @@ export class KyselyStore implements Store {
 
     // The runs this batch belongs to; the missing ones are created (a lost or late run-start too).
     const runs = new Map<string, RunState>();
-    const existing = runIds.length > 0 ? await db.selectFrom('runs').selectAll().where('id', 'in', runIds).execute() : [];
+    const existing =
+      runIds.length === 0
+        ? []
+        : (await this.runShaped<RunRow>(db, `runs-by-id:${runIds.length}`, (v) => db.selectFrom('runs').selectAll().where('id', 'in', runIds.map((_, i) => v(`r${i}`))), Object.fromEntries(runIds.map((id, i) => [`r${i}`, id])))).rows;
     for (const row of existing) runs.set(row.id, { row, created: false, changed: false });
     const missing = runIds.filter((id) => !runs.has(id));
     if (missing.length > 0) {
@@ -705,15 +740,20 @@ export class KyselyStore implements Store {
     const freshKeys = new Set<string>();
     for (let i = 0; i < unique.length; i += this.rowsPerInsert) {
       const chunk = unique.slice(i, i + this.rowsPerInsert);
-      const inserted = await db
-        .insertInto('events')
-        .values(
-          chunk.map((e) => ({ run_id: e.runId, seq: e.seq, device_id: deviceId, type: e.type, ts: e.ts, received_at: now, body: JSON.stringify(e) })),
-        )
-        .onConflict((oc) => oc.columns(['run_id', 'seq']).doNothing())
-        .returning(['run_id', 'seq'])
-        .execute();
-      for (const r of inserted) freshKeys.add(key(r.run_id, r.seq));
+      const values: Record<string, unknown> = { device: deviceId, now };
+      chunk.forEach((e, i) => Object.assign(values, { [`r${i}`]: e.runId, [`s${i}`]: e.seq, [`t${i}`]: e.type, [`ts${i}`]: e.ts, [`b${i}`]: JSON.stringify(e) }));
+      const inserted = await this.runShaped<{ run_id: string; seq: number }>(
+        db,
+        `insert-events:${chunk.length}`,
+        (v) =>
+          db
+            .insertInto('events')
+            .values(chunk.map((_, i) => ({ run_id: v(`r${i}`), seq: v(`s${i}`), device_id: v('device'), type: v(`t${i}`), ts: v(`ts${i}`), received_at: v('now'), body: v(`b${i}`) })))
+            .onConflict((oc) => oc.columns(['run_id', 'seq']).doNothing())
+            .returning(['run_id', 'seq']),
+        values,
+      );
+      for (const r of inserted.rows) freshKeys.add(key(r.run_id, Number(r.seq)));
     }
     const freshEvents = unique.filter((e) => freshKeys.has(key(e.runId, e.seq)));
     const fresh: StoredEvent[] = freshEvents.map((e) => ({
@@ -745,21 +785,26 @@ export class KyselyStore implements Store {
     for (const r of runs.values()) {
       if (!r.changed) continue;
       const { row } = r;
-      await db
-        .updateTable('runs')
-        .set({
-          plan: row.plan,
-          started_at: row.started_at,
-          ended_at: row.ended_at,
-          status: row.status,
-          progress: row.progress,
-          report: row.report,
-          last_seq: row.last_seq,
-          current_task: row.current_task,
-          message: row.message,
-        })
-        .where('id', '=', row.id)
-        .execute();
+      await this.runShaped(
+        db,
+        'update-run',
+        (v) =>
+          db
+            .updateTable('runs')
+            .set({
+              plan: v('plan'),
+              started_at: v('started_at'),
+              ended_at: v('ended_at'),
+              status: v('status'),
+              progress: v('progress'),
+              report: v('report'),
+              last_seq: v('last_seq'),
+              current_task: v('current_task'),
+              message: v('message'),
+            })
+            .where('id', '=', v('id')),
+        row,
+      );
     }
 
     // The device follows its current run: the newest run heard of (by arrival, not by the
@@ -779,19 +824,24 @@ export class KyselyStore implements Store {
       device.current_task = current.row.current_task;
       device.message = current.row.message;
     }
-    await db
-      .updateTable('devices')
-      .set({
-        last_seen: device.last_seen,
-        current_run: device.current_run,
-        plan: device.plan,
-        state: device.state,
-        progress: device.progress,
-        current_task: device.current_task,
-        message: device.message,
-      })
-      .where('id', '=', deviceId)
-      .execute();
+    await this.runShaped(
+      db,
+      'update-device-run-state',
+      (v) =>
+        db
+          .updateTable('devices')
+          .set({
+            last_seen: v('last_seen'),
+            current_run: v('current_run'),
+            plan: v('plan'),
+            state: v('state'),
+            progress: v('progress'),
+            current_task: v('current_task'),
+            message: v('message'),
+          })
+          .where('id', '=', v('id')),
+      device,
+    );
     return result(device);
   }
 
