@@ -14,7 +14,9 @@ export function registerLabDemo(lab: Command): void {
     .action(async (opts: { devices: string; work: string; cache?: string; timeout: string }) => {
       const devices = Number(opts.devices);
       if (!Number.isInteger(devices) || devices < 1 || devices > 8) throw new Error(`--devices must be 1 to 8, not ${opts.devices}`);
-      const r = await runDemo({ cli: process.argv[1]!, devices, work: opts.work, ...(opts.cache ? { cache: opts.cache } : {}), timeoutSeconds: Number(opts.timeout) });
+      const timeout = Number(opts.timeout);
+      if (!Number.isInteger(timeout) || timeout < 60) throw new Error(`--timeout must be a whole number of seconds, at least 60, not ${opts.timeout}`);
+      const r = await runDemo({ cli: process.argv[1]!, devices, work: opts.work, ...(opts.cache ? { cache: opts.cache } : {}), timeoutSeconds: timeout });
       process.exitCode = r.ok ? 0 : 1;
     });
 }
