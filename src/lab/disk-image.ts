@@ -98,7 +98,7 @@ export async function assembleGptImage(file: string, diskGuid: string, partition
 }
 
 /** Copies `src` into `dest` at `offset`, skipping all-zero blocks (they are holes already). */
-export function copyInto(src: string, dest: string, offset: number): void {
+function copyInto(src: string, dest: string, offset: number): void {
   const inFd = openSync(src, 'r');
   const outFd = openSync(dest, 'r+');
   const buf = Buffer.alloc(4 * MiB);

@@ -7,7 +7,7 @@ import { copyFileSync, mkdirSync, statSync, utimesSync, writeFileSync } from 'no
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { bmapCandidates } from '../../image/sources/find-bmap.ts';
-import { copyInto, ESP_TYPE, LINUX_DATA_TYPE, MiB, sparseFile } from '../disk-image.ts';
+import { assembleGptImage, ESP_TYPE, LINUX_DATA_TYPE, MiB, sparseFile } from '../disk-image.ts';
 
 const execFile = promisify(execFileCb);
 
@@ -16,7 +16,6 @@ export const USB_TOOLS = { sfdisk: 'fdisk', 'mkfs.vfat': 'dosfstools', mmd: 'mto
 
 /** 1980-01-01 UTC: FAT cannot store earlier times. */
 const FAT_EPOCH = 315532800;
-const SECTOR = 512;
 // Fixed identifiers: the same inputs give the same partition table.
 const DISK_GUID = 'B0071E4E-0000-4000-8000-000000000001';
 const ESP_GUID = 'B0071E4E-0000-4000-8000-000000000002';
@@ -112,22 +111,9 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   await execFile('debugfs', ['-w', '-f', join(i.work, 'ctimes.debugfs'), data], e2env);
 
   // GPT: 1 MiB before the ESP, 1 MiB after the data partition for the backup table.
-  const espStart = MiB;
-  const dataStart = espStart + espBytes;
-  const total = dataStart + dataBytes + MiB;
-  sparseFile(i.file, total);
-  const table = [
-    'label: gpt',
-    `label-id: ${DISK_GUID}`,
-    'unit: sectors',
-    `start=${espStart / SECTOR}, size=${espBytes / SECTOR}, type=${ESP_TYPE}, uuid=${ESP_GUID}, name="EFI System"`,
-    `start=${dataStart / SECTOR}, size=${dataBytes / SECTOR}, type=${LINUX_DATA_TYPE}, uuid=${DATA_GUID}, name="${USB_DATA_LABEL}"`,
-  ].join('\n');
-  await new Promise<void>((resolve, reject) => {
-    const p = execFileCb('sfdisk', ['--quiet', '--no-reread', '--no-tell-kernel', i.file], (e) => (e ? reject(e) : resolve()));
-    p.stdin!.end(`${table}\n`);
-  });
-  copyInto(esp, i.file, espStart);
-  copyInto(data, i.file, dataStart);
+  const { bytes: total } = await assembleGptImage(i.file, DISK_GUID, [
+    { name: 'EFI System', type: ESP_TYPE, uuid: ESP_GUID, image: esp },
+    { name: USB_DATA_LABEL, type: LINUX_DATA_TYPE, uuid: DATA_GUID, image: data },
+  ]);
   return { bytes: total, espBytes, dataBytes };
 }
