@@ -1,8 +1,16 @@
 // Runs every test/**/*.test.ts with node's own test runner (TypeScript via tsx).
 // Node 20's --test does not expand globs itself, so the files are listed here.
-import { readdirSync, statSync } from 'node:fs';
+//
+// Two lanes run side by side: the lab's QEMU guests (test/lab/, one at a time: each keeps a
+// core busy under TCG) and everything else (one file at a time). On 2 cores this takes the
+// wall time from the sum of both to about the lab's. The other lane's output is kept and
+// printed after the lab's, so neither is interleaved.
+//   node scripts/run-tests.mjs [substring ...]   only the files whose path contains one of them
+//   BOOTLINE_TEST_LANES=1                          one lane, everything in order
+import { readdirSync, statSync, mkdtempSync, readFileSync, rmSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
 
 function find(dir) {
   return readdirSync(dir).flatMap((name) => {
@@ -13,5 +21,28 @@ function find(dir) {
 
 const filter = process.argv.slice(2);
 const files = find('test').filter((f) => filter.length === 0 || filter.some((s) => f.includes(s))).sort();
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+const isLab = (f) => f.startsWith(join('test', 'lab') + '/');
+const lanes = process.env.BOOTLINE_TEST_LANES === '1' ? [files] : [files.filter(isLab), files.filter((f) => !isLab(f))].filter((l) => l.length > 0);
+
+/** Runs one lane; its output goes to the terminal, or to a file when `logFile` is given. */
+function run(lane, logFile) {
+  const fd = logFile ? openSync(logFile, 'w') : undefined;
+  const stdio = fd === undefined ? 'inherit' : ['ignore', fd, fd];
+  const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...lane], { stdio });
+  return new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      if (fd !== undefined) closeSync(fd);
+      resolve(code ?? (signal ? 1 : 0));
+    });
+  });
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'bootline-tests-'));
+const logs = lanes.map((_, i) => (i === 0 ? undefined : join(dir, `lane-${i}.log`)));
+if (lanes.length > 1) process.stdout.write(`running ${lanes[0].length} lab test files and, alongside, ${lanes[1].length} others (their output follows the lab's)\n`);
+const codes = await Promise.all(lanes.map((lane, i) => run(lane, logs[i])));
+for (const log of logs.slice(1)) process.stdout.write(readFileSync(log, 'utf8'));
+rmSync(dir, { recursive: true, force: true });
+const failed = codes.filter((c) => c !== 0).length;
+if (lanes.length > 1) process.stdout.write(failed ? `\n${failed} of ${lanes.length} test lanes failed (see the "✖" lines above)\n` : `\nall ${lanes.length} test lanes passed\n`);
+process.exit(failed ? 1 : 0);
