@@ -129,11 +129,17 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
     }
     const srcHash = o.sourceSha256 ? createHash('sha256') : undefined;
     let srcBytes = 0;
-    img = await openImage(source, 0, undefined, signal, (b) => {
-      srcHash?.update(b);
-      srcBytes += b.length;
-      if (meter) meter.srcDone += b.length;
-    });
+    // The stored bytes are needed for their hash, and for an ETA when only the compressed size is
+    // known (no bmap); otherwise a decompressor may read a local image file itself.
+    const onRaw =
+      srcHash || !bmap
+        ? (b: Buffer) => {
+            srcHash?.update(b);
+            srcBytes += b.length;
+            if (meter) meter.srcDone += b.length;
+          }
+        : undefined;
+    img = await openImage(source, 0, undefined, signal, onRaw);
     const compression = img.compression;
     log(`image ${source.display}: ${compression === 'none' ? 'not compressed' : `${compression}-compressed`}${bmap ? `, bmap maps ${formatBytes(mappedBytes ?? 0)} of ${formatBytes(bmap.imageSize)}` : ', no bmap: writing every byte'}`);
     if (compression === 'none' && srcSize !== undefined) {
@@ -175,7 +181,7 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
         const next = walker.current;
         if (canSeek && next && next.start - pos >= SEEK_GAP) {
           img.destroy();
-          img = await openImage(source, next.start, 'none', signal, () => undefined);
+          img = await openImage(source, next.start, 'none', signal);
           pos = next.start;
           continue reading;
         }
@@ -269,7 +275,7 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
       for (const spansToFix of passes) {
         const first = spansToFix[0] as Span;
         const offset = compression === 'none' ? first.start : 0;
-        img = await openImage(source, offset, compression, signal, () => undefined);
+        img = await openImage(source, offset, compression, signal);
         const walker = new Walker(spansToFix, w, algo, target.size, target.path);
         let pos = offset;
         for await (const chunk of img.chunks as AsyncIterable<Buffer>) {

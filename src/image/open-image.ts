@@ -1,6 +1,8 @@
 // Opening an image source: detects the compression and yields the decompressed bytes with backpressure, kept apart from what the copy does with them.
 import type { Duplex, Readable } from 'node:stream';
-import { decompressor } from './decompress/index.ts';
+import { open } from 'node:fs/promises';
+import { decompressor, readsFileItself, toolReadingFile } from './decompress/index.ts';
+import { readPooled } from './sources/pooled-read.ts';
 import { DETECT_HEAD_BYTES, detectCompression } from './decompress/detect.ts';
 import type { Compression, Source } from './types.ts';
 
@@ -23,8 +25,27 @@ function whenWritable(w: Duplex): Promise<void> {
 /**
  * Opens the source at `offset` and returns its decompressed bytes. With
  * `known` undefined the compression is detected from the first bytes.
+ * `onRaw` sees every byte as stored; without it, a decompressor may read a
+ * local file itself. A local raw image's chunks are views of reused buffers,
+ * valid until the next one is asked for.
  */
-export async function openImage(source: Source, offset: number, known: Compression | undefined, signal: AbortSignal | undefined, onRaw: (b: Buffer) => void): Promise<OpenedImage> {
+export async function openImage(
+  source: Source,
+  offset: number,
+  known: Compression | undefined,
+  signal: AbortSignal | undefined,
+  onRaw?: (b: Buffer) => void,
+): Promise<OpenedImage> {
+  const local = source.localPath;
+  if (local !== undefined) {
+    const compression = known ?? detectCompression(await readHead(source, local, offset));
+    if (compression === 'none') return { compression, ...pooledChunks(source, local, offset, signal, onRaw) };
+    if (!onRaw && readsFileItself(compression) && offset === 0) {
+      const tool = toolReadingFile(compression, local);
+      return { compression, chunks: tool.chunks, destroy: tool.stop };
+    }
+    known = compression;
+  }
   let raw: Readable;
   try {
     raw = await source.open(offset, signal);
@@ -41,7 +62,7 @@ export async function openImage(source: Source, offset: number, known: Compressi
     }
     if (r.done) return undefined;
     const b = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
-    onRaw(b);
+    onRaw?.(b);
     return b;
   };
   const head: Buffer[] = [];
@@ -110,5 +131,42 @@ export async function openImage(source: Source, offset: number, known: Compressi
       raw.destroy(err);
       out.destroy(err);
     },
+  };
+}
+
+async function readHead(source: Source, path: string, offset: number): Promise<Buffer> {
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const { buffer, bytesRead } = await fh.read(Buffer.alloc(DETECT_HEAD_BYTES), 0, DETECT_HEAD_BYTES, offset);
+      return buffer.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    throw new Error(`opening the image ${source.display}${offset > 0 ? ` at byte ${offset}` : ''} failed: ${(e as Error).message}`);
+  }
+}
+
+function pooledChunks(source: Source, path: string, offset: number, signal: AbortSignal | undefined, onRaw?: (b: Buffer) => void): Omit<OpenedImage, 'compression'> {
+  const reads = readPooled(path, offset, signal);
+  async function* chunks(): AsyncGenerator<Buffer> {
+    for (;;) {
+      let r: IteratorResult<Buffer>;
+      try {
+        r = await reads.next();
+      } catch (e) {
+        throw new Error(`reading the image ${source.display} failed: ${(e as Error).message}`);
+      }
+      if (r.done) return;
+      onRaw?.(r.value);
+      yield r.value;
+    }
+  }
+  const it = chunks();
+  return {
+    chunks: it,
+    // Closes the file once a read in flight is done; an abort is seen after that read.
+    destroy: () => void it.return(undefined).then(() => reads.return(undefined)).catch(() => undefined),
   };
 }

@@ -38,6 +38,13 @@ export interface Source {
    * fails only after its bounded retries; the stream then emits an error that says so.
    */
   open(offset: number, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * Set for a local file or block device. The copy then reads it with positional reads into
+   * reused buffers, and a decompressor is given the path to read it itself: a stream would
+   * allocate a buffer per chunk, and at GiB/s that external memory makes V8 run a full GC every
+   * few tens of MiB (measured: 45-89 mark-compacts per 2 GiB copy, a third of the main thread).
+   */
+  readonly localPath?: string;
   /** Whether the object exists (used to look for a bmap beside an image). */
   exists?(): Promise<boolean>;
   /** Frees kept-alive connections. */

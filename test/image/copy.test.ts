@@ -8,6 +8,7 @@ import { closeSync, createReadStream, mkdirSync, openSync, readdirSync, readFile
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { copyImage } from '../../src/image/copy.ts';
+import { FileSource } from '../../src/image/sources/file.ts';
 import type { CopyProgress } from '../../src/image/copy.ts';
 import { decompressor } from '../../src/image/decompress/index.ts';
 import { detectCompression } from '../../src/image/decompress/detect.ts';
@@ -342,4 +343,78 @@ test('a missing decompressor names the Debian package to install', () => {
   } finally {
     process.env.PATH = path;
   }
+});
+
+// Local image files: raw ones are read with positional reads into reused buffers, compressed ones
+// are read by their decompressor itself (see Source.localPath). The same results are expected.
+
+test('local image files in every format are written byte for byte, and no decompressor is left running', async () => {
+  for (const kind of ['none', ...Object.keys(COMPRESSORS)] as Compression[]) {
+    const path = kind === 'none' ? IMAGE : `${IMAGE}.${COMPRESSORS[kind as keyof typeof COMPRESSORS].ext}`;
+    await withLoop(dir, MIB, async (dev) => {
+      fillDevice(dev, MIB);
+      const r = await withTarget(dev, (target) => copyImage({ source: new FileSource(path), bmap, target }));
+      assert.equal(r.compression, kind);
+      assertWritten(readDevice(dev, MIB), 0xaa);
+    });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(childDecompressors(), []);
+});
+
+test('a corrupt local .xz fails with what xz says about the file, and the target is reported incomplete', async () => {
+  const bad = Buffer.from(readFileSync(`${IMAGE}.xz`));
+  for (let i = 200; i < 260; i++) bad[i] = (bad[i] as number) ^ 0x55;
+  const p = join(dir, 'corrupt-local.image.xz');
+  writeFileSync(p, bad);
+  await withTarget(
+    join(dir, 'xz-local.out'),
+    async (target) => {
+      await assert.rejects(copyImage({ source: new FileSource(p), bmap, target }), (e: Error) => {
+        assert.match(e.message, /^xz: .*corrupt-local\.image\.xz: Compressed data is corrupt/);
+        assert.match(e.message, /incomplete|nothing was written/);
+        return true;
+      });
+    },
+    { allowFile: true, create: true },
+  );
+});
+
+test('a truncated local .zst fails naming zstd, not as success', async () => {
+  const zst = readFileSync(`${IMAGE}.zst`);
+  const p = join(dir, 'truncated.image.zst');
+  writeFileSync(p, zst.subarray(0, Math.floor(zst.length / 2)));
+  await withTarget(
+    join(dir, 'zst-trunc.out'),
+    async (target) => {
+      await assert.rejects(copyImage({ source: new FileSource(p), bmap, target }), /zstd|truncated|ended after/);
+    },
+    { allowFile: true, create: true },
+  );
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(childDecompressors(), []);
+});
+
+test('a corrupt range in a local raw image is read again at its offset and repaired', async () => {
+  const bad = corruptImage();
+  await withLoop(dir, MIB, async (dev) => {
+    // The first pass reads the corrupt file; the repair pass reads the good one at the same path.
+    const source = new FileSource(bad);
+    let repaired = false;
+    const r = await withTarget(dev, (target) =>
+      copyImage({
+        source,
+        bmap,
+        target,
+        onLog: (m) => {
+          if (m.includes('checksum mismatch') && !repaired) {
+            repaired = true;
+            writeFileSync(bad, image);
+          }
+        },
+      }),
+    );
+    assert.equal(r.repairedRanges, 1);
+    assertWritten(readDevice(dev, MIB), 0xaa);
+  });
 });

@@ -10,7 +10,11 @@
 //   gzip -dc (child process, piped)          1.56 s  (215 MB/s)
 // so gzip stays in-process: zlib inflates in the libuv threadpool, off the
 // main thread, and saves the pipe copies a child process costs.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessByStdio } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import type { Readable, Writable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -58,6 +62,11 @@ const TOOLS: Record<Exclude<Compression, 'none' | 'gzip'>, Tool> = {
 };
 
 
+/** Formats decompressed by a program, which can be given a local file to read itself (toolReadingFile). */
+export function readsFileItself(kind: Compression): kind is Exclude<Compression, 'none' | 'gzip'> {
+  return kind !== 'none' && kind !== 'gzip';
+}
+
 /**
  * A decompressor for `kind`. Throws at once (before anything is written) when
  * the needed program is missing, naming the Debian package that provides it.
@@ -65,15 +74,8 @@ const TOOLS: Record<Exclude<Compression, 'none' | 'gzip'>, Tool> = {
 export function decompressor(kind: Compression): Decompressor {
   if (kind === 'none') return { stream: new PassThrough({ highWaterMark: HIGH_WATER }), describe: 'none (raw image)' };
   if (kind === 'gzip') return { stream: gunzipStream(), describe: 'node zlib gunzip' };
-  const tool = TOOLS[kind];
-  for (const c of tool.commands) {
-    const path = onPath(c.cmd);
-    if (path) return { stream: processStream(c.cmd, path, c.args), describe: `${c.cmd} ${c.args.join(' ')}` };
-  }
-  throw new Error(
-    `cannot decompress the ${kind} image: the program ${tool.commands.map((c) => `\`${c.cmd}\``).join(' / ')} is not installed; ` +
-      `install the Debian package ${tool.pkg} (apt-get install ${tool.pkg.split(' ')[0]})`,
-  );
+  const { name, path, args } = findTool(kind);
+  return { stream: processStream(name, path, args), describe: `${name} ${args.join(' ')}` };
 }
 
 /**
@@ -190,8 +192,7 @@ function gunzipStream(): Duplex {
 
 /** Runs `cmd` with stdin <- compressed bytes, stdout -> image bytes; non-zero exit or stderr text fails the stream. */
 function processStream(name: string, path: string, args: string[]): Duplex {
-  // argv0: tools name themselves by it in messages ("xz: (stdin): ..." rather than "/usr/bin/xz: ...").
-  const child = spawn(path, args, { stdio: ['pipe', 'pipe', 'pipe'], argv0: name });
+  const child = startTool(name, path, args, 'pipe');
   let killedByUs = false;
   const bridge = new Bridge(child.stdin, child.stdout, () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -199,31 +200,159 @@ function processStream(name: string, path: string, args: string[]): Duplex {
       child.kill('SIGKILL');
     }
   });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (s: string) => {
-    if (stderr.length < STDERR_MAX) stderr += s;
-  });
+  const stderr = keepStderr(child);
   child.stdin.on('error', (e: NodeJS.ErrnoException) => {
     // The tool stopped reading (it failed, or found the end early): its exit status tells which.
     if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') bridge.inputClosed();
     else bridge.destroy(new Error(`${name}: writing to its input failed: ${e.message}`));
   });
   child.stdout.on('error', (e) => bridge.destroy(new Error(`${name}: reading its output failed: ${e.message}`)));
-  child.once('error', (e: NodeJS.ErrnoException) => {
-    const hint = e.code === 'ENOENT' ? ` (${path} is missing)` : '';
-    bridge.destroy(new Error(`${name}: could not be started: ${e.message}${hint}`));
-  });
+  child.once('error', (e: NodeJS.ErrnoException) => bridge.destroy(startError(name, path, e)));
   // 'close': the process has exited and its stdout/stderr are fully read.
   child.once('close', (code, signal) => {
     if (killedByUs || bridge.destroyed) return;
-    const said = stderr.trim().split('\n').filter(Boolean).slice(-3).join('; ');
-    const text = said ? (said.startsWith(`${name}:`) ? said : `${name}: ${said}`) : '';
-    if (signal) bridge.destroy(new Error(`${name} was killed by ${signal}${text ? ` (${text})` : ''}`));
-    else if (code !== 0) bridge.destroy(new Error(text ? `${text} (exit status ${code})` : `${name} failed with exit status ${code}`));
-    else if (text) bridge.destroy(new Error(text));
+    const err = exitError(name, code, signal, stderr());
+    if (err) bridge.destroy(err);
     else if (bridge.dropped) bridge.destroy(new Error(`${name} exited before reading all of the compressed image: trailing data was not decompressed`));
     else bridge.complete();
   });
   return bridge;
+}
+
+/**
+ * The image bytes of a tool that reads the local `file` itself, without a stream in between:
+ * the tool writes into a FIFO that node reads into one reused buffer (net.Socket `onread`), so
+ * nothing is allocated per chunk (a pipe stream allocates 64 KiB per read, and at GiB/s that
+ * external memory costs full GCs). Each chunk is valid until the next is asked for. `chunks`
+ * ends only after the tool exited cleanly; stopping early (return, or `stop`) kills it.
+ */
+export function toolReadingFile(kind: Exclude<Compression, 'none' | 'gzip'>, file: string): { chunks: AsyncGenerator<Buffer>; stop(): void } {
+  const { name, path, args } = findTool(kind);
+  const out = fifo();
+  // An absolute path cannot be taken for an option, whatever the file is called.
+  const child = spawn(path, [...args, resolve(file)], { stdio: ['ignore', out.writeFd, 'pipe'], argv0: name });
+  closeSync(out.writeFd);
+  const stderr = keepStderr(child as { stderr: Readable });
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.once('close', (code, signal) => r([code, signal])));
+  let failed: Error | undefined;
+  let ready: Buffer | undefined;
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  // `onread` is documented for sockets; @types/node only declares it on connect options.
+  const sock = new Socket({
+    fd: out.readFd,
+    readable: true,
+    writable: false,
+    onread: {
+      buffer: Buffer.allocUnsafe(1024 * 1024),
+      callback: (n: number, buf: Uint8Array) => {
+        ready = Buffer.from(buf.buffer, buf.byteOffset, n);
+        notify();
+        return false; // paused until the consumer has used the chunk
+      },
+    },
+  } as ConstructorParameters<typeof Socket>[0]);
+  sock.on('end', () => {
+    ended = true;
+    notify();
+  });
+  sock.on('error', (e) => {
+    failed ??= new Error(`${name}: reading its output failed: ${e.message}`);
+    notify();
+  });
+  child.once('error', (e: NodeJS.ErrnoException) => {
+    failed ??= startError(name, path, e);
+    notify();
+  });
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+    sock.destroy();
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  async function* chunks(): AsyncGenerator<Buffer> {
+    let ok = false;
+    try {
+      for (;;) {
+        while (ready === undefined && !ended && !failed && !stopped) await new Promise<void>((r) => (wake = r));
+        if (failed) throw failed;
+        if (stopped) throw new Error('stopped');
+        if (ready === undefined) break;
+        const c = ready;
+        ready = undefined;
+        yield c;
+        sock.resume();
+      }
+      const [code, signal] = await closed;
+      const err = exitError(name, code, signal, stderr());
+      if (err) throw err;
+      ok = true;
+    } finally {
+      if (!ok) stop();
+      sock.destroy();
+    }
+  }
+  return { chunks: chunks(), stop };
+}
+
+/** A FIFO already opened at both ends and unlinked: the read end non-blocking, for a net.Socket. */
+function fifo(): { readFd: number; writeFd: number } {
+  const dir = mkdtempSync(join(tmpdir(), 'bootline-fifo-'));
+  try {
+    const path = join(dir, 'out');
+    execFileSync('mkfifo', ['-m', '0600', path]);
+    const readFd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    // Does not block: the read end is open.
+    const writeFd = openSync(path, constants.O_WRONLY);
+    return { readFd, writeFd };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function findTool(kind: Exclude<Compression, 'none' | 'gzip'>): { name: string; path: string; args: string[] } {
+  const tool = TOOLS[kind];
+  for (const c of tool.commands) {
+    const path = onPath(c.cmd);
+    if (path) return { name: c.cmd, path, args: c.args };
+  }
+  throw new Error(
+    `cannot decompress the ${kind} image: the program ${tool.commands.map((c) => `\`${c.cmd}\``).join(' / ')} is not installed; ` +
+      `install the Debian package ${tool.pkg} (apt-get install ${tool.pkg.split(' ')[0]})`,
+  );
+}
+
+function startTool<I extends 'pipe' | 'ignore'>(name: string, path: string, args: string[], stdin: I) {
+  // argv0: tools name themselves by it in messages ("xz: (stdin): ..." rather than "/usr/bin/xz: ...").
+  return spawn(path, args, { stdio: [stdin, 'pipe', 'pipe'], argv0: name }) as ChildProcessByStdio<I extends 'pipe' ? Writable : null, Readable, Readable>;
+}
+
+/** Collects the start of a tool's stderr for error messages. */
+function keepStderr(child: { stderr: Readable }): () => string {
+  let text = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (s: string) => {
+    if (text.length < STDERR_MAX) text += s;
+  });
+  return () => text;
+}
+
+function startError(name: string, path: string, e: NodeJS.ErrnoException): Error {
+  const hint = e.code === 'ENOENT' ? ` (${path} is missing)` : '';
+  return new Error(`${name}: could not be started: ${e.message}${hint}`);
+}
+
+/** What a finished tool's exit says: undefined when it succeeded and said nothing. */
+function exitError(name: string, code: number | null, signal: NodeJS.Signals | null, stderr: string): Error | undefined {
+  const said = stderr.trim().split('\n').filter(Boolean).slice(-3).join('; ');
+  const text = said ? (said.startsWith(`${name}:`) ? said : `${name}: ${said}`) : '';
+  if (signal) return new Error(`${name} was killed by ${signal}${text ? ` (${text})` : ''}`);
+  if (code !== 0) return new Error(text ? `${text} (exit status ${code})` : `${name} failed with exit status ${code}`);
+  if (text) return new Error(text);
+  return undefined;
 }

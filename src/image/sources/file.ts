@@ -13,9 +13,11 @@ export class FileSource implements Source {
   readonly display: string;
   readonly seekable = true;
   readonly path: string;
+  readonly localPath: string;
 
   constructor(spec: string) {
     this.path = /^file:/i.test(spec) ? fileURLToPath(spec) : spec;
+    this.localPath = this.path;
     this.display = this.path;
   }
 
