@@ -1,7 +1,7 @@
 // Opening an image source: detects the compression and yields the decompressed bytes with backpressure, kept apart from what the copy does with them.
 import type { Duplex, Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
-import { decompressor, readsFileItself, toolReadingFile } from './decompress/index.ts';
+import { decompressor, readsFileItself, toolChunks } from './decompress/index.ts';
 import { readPooled } from './sources/pooled-read.ts';
 import { DETECT_HEAD_BYTES, detectCompression } from './decompress/detect.ts';
 import type { Compression, Source } from './types.ts';
@@ -41,7 +41,7 @@ export async function openImage(
     const compression = known ?? detectCompression(await readHead(source, local, offset));
     if (compression === 'none') return { compression, ...pooledChunks(source, local, offset, signal, onRaw) };
     if (!onRaw && readsFileItself(compression) && offset === 0) {
-      const tool = toolReadingFile(compression, local);
+      const tool = toolChunks(compression, local);
       return { compression, chunks: tool.chunks, destroy: tool.stop };
     }
     known = compression;
@@ -104,6 +104,23 @@ export async function openImage(
   }
   if (compression === 'none') return { compression, chunks: rawChunks(), destroy: (err) => raw.destroy(err) };
 
+  if (readsFileItself(compression)) {
+    let tool: ReturnType<typeof toolChunks>;
+    try {
+      tool = toolChunks(compression, rawChunks());
+    } catch (e) {
+      raw.destroy();
+      throw e;
+    }
+    return {
+      compression,
+      chunks: tool.chunks,
+      destroy: (err) => {
+        raw.destroy(err);
+        tool.stop();
+      },
+    };
+  }
   let dec: Duplex;
   try {
     dec = decompressor(compression).stream;

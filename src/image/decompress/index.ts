@@ -62,7 +62,7 @@ const TOOLS: Record<Exclude<Compression, 'none' | 'gzip'>, Tool> = {
 };
 
 
-/** Formats decompressed by a program, which can be given a local file to read itself (toolReadingFile). */
+/** Formats decompressed by a program, which can be given a local file to read itself (toolChunks). */
 export function readsFileItself(kind: Compression): kind is Exclude<Compression, 'none' | 'gzip'> {
   return kind !== 'none' && kind !== 'gzip';
 }
@@ -220,17 +220,19 @@ function processStream(name: string, path: string, args: string[]): Duplex {
 }
 
 /**
- * The image bytes of a tool that reads the local `file` itself, without a stream in between:
- * the tool writes into a FIFO that node reads into one reused buffer (net.Socket `onread`), so
- * nothing is allocated per chunk (a pipe stream allocates 64 KiB per read, and at GiB/s that
- * external memory costs full GCs). Each chunk is valid until the next is asked for. `chunks`
- * ends only after the tool exited cleanly; stopping early (return, or `stop`) kills it.
+ * The image bytes of the program for `kind`, given either a local file to read itself or the
+ * compressed bytes to feed its stdin. Its output goes to a FIFO that node reads into one reused
+ * buffer (net.Socket `onread`) instead of a pipe stream, which allocates 64 KiB per read: at GiB/s
+ * that external memory made V8 run a full GC every few tens of MiB. Each chunk is valid until the
+ * next is asked for. `chunks` ends only after the program exited cleanly having read all of its
+ * input; stopping early (return, or `stop`) kills it.
  */
-export function toolReadingFile(kind: Exclude<Compression, 'none' | 'gzip'>, file: string): { chunks: AsyncGenerator<Buffer>; stop(): void } {
+export function toolChunks(kind: Exclude<Compression, 'none' | 'gzip'>, input: string | AsyncIterable<Buffer>): { chunks: AsyncGenerator<Buffer>; stop(): void } {
   const { name, path, args } = findTool(kind);
   const out = fifo();
+  const fromFile = typeof input === 'string';
   // An absolute path cannot be taken for an option, whatever the file is called.
-  const child = spawn(path, [...args, resolve(file)], { stdio: ['ignore', out.writeFd, 'pipe'], argv0: name });
+  const child = spawn(path, fromFile ? [...args, resolve(input)] : args, { stdio: [fromFile ? 'ignore' : 'pipe', out.writeFd, 'pipe'], argv0: name });
   closeSync(out.writeFd);
   const stderr = keepStderr(child as { stderr: Readable });
   const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.once('close', (code, signal) => r([code, signal])));
@@ -242,6 +244,10 @@ export function toolReadingFile(kind: Exclude<Compression, 'none' | 'gzip'>, fil
     const w = wake;
     wake = undefined;
     w?.();
+  };
+  const fail = (e: Error) => {
+    failed ??= e;
+    notify();
   };
   // `onread` is documented for sockets; @types/node only declares it on connect options.
   const sock = new Socket({
@@ -261,20 +267,41 @@ export function toolReadingFile(kind: Exclude<Compression, 'none' | 'gzip'>, fil
     ended = true;
     notify();
   });
-  sock.on('error', (e) => {
-    failed ??= new Error(`${name}: reading its output failed: ${e.message}`);
-    notify();
-  });
-  child.once('error', (e: NodeJS.ErrnoException) => {
-    failed ??= startError(name, path, e);
-    notify();
-  });
+  sock.on('error', (e) => fail(new Error(`${name}: reading its output failed: ${e.message}`)));
+  child.once('error', (e: NodeJS.ErrnoException) => fail(startError(name, path, e)));
   let stopped = false;
   const stop = () => {
     stopped = true;
+    notify();
     sock.destroy();
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
+  // Feeds stdin with backpressure. EPIPE: the program stopped reading (it failed, or its data
+  // ended before the input did): its exit status tells which.
+  let dropped = false;
+  const fed = fromFile ? Promise.resolve() : feed(child.stdin as Writable, input);
+  async function feed(stdin: Writable, src: AsyncIterable<Buffer>): Promise<void> {
+    let gone = false;
+    stdin.on('error', (e: NodeJS.ErrnoException) => {
+      gone = true;
+      if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') dropped = true;
+      else fail(new Error(`${name}: writing to its input failed: ${e.message}`));
+    });
+    try {
+      for await (const c of src) {
+        if (stopped) return;
+        if (gone) {
+          dropped = true;
+          return;
+        }
+        if (!stdin.write(c)) await new Promise<void>((r) => stdin.once('drain', r).once('close', r));
+      }
+      stdin.end();
+    } catch (e) {
+      fail(e as Error);
+      stop();
+    }
+  }
   async function* chunks(): AsyncGenerator<Buffer> {
     let ok = false;
     try {
@@ -289,8 +316,11 @@ export function toolReadingFile(kind: Exclude<Compression, 'none' | 'gzip'>, fil
         sock.resume();
       }
       const [code, signal] = await closed;
+      await fed;
+      if (failed) throw failed;
       const err = exitError(name, code, signal, stderr());
       if (err) throw err;
+      if (dropped) throw new Error(`${name} exited before reading all of the compressed image: trailing data was not decompressed`);
       ok = true;
     } finally {
       if (!ok) stop();
