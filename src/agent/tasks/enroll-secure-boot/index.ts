@@ -8,7 +8,7 @@
 import { Type } from '@sinclair/typebox';
 import type { BuiltinTask, TaskContext } from '../builtin.ts';
 import { TaskError } from '../builtin.ts';
-import { DEFAULT_COMMANDS, DEFAULT_EFIVARS, efivarfs, ensureEfivarfs, isEfivarfs, type EfiVariables } from './efivarfs.ts';
+import { DEFAULT_COMMANDS, DEFAULT_EFIVARS, efivarfs, EfivarfsError, ensureEfivarfs, isEfivarfs, type EfiVariables } from './efivarfs.ts';
 import { compareVariable, decide, describeState, modeOf, signerProblem, storedEntries, WRITE_ORDER, type FirmwareState, type Intended, type Policy } from './plan.ts';
 import { intendedFrom, loadInput } from './inputs.ts';
 import type { SourceOptions } from '../../../image/types.ts';
@@ -98,6 +98,16 @@ export interface EnrollDeps {
 
 /** The task's work, with its efivarfs replaceable (a firmware stand-in in tests). */
 export async function enroll(ctx: TaskContext<EnrollSecureBootOptions>, deps: EnrollDeps = {}): Promise<void> {
+  try {
+    await enrollSteps(ctx, deps);
+  } catch (e) {
+    // efivarfs' and the decoders' errors are written for the console already.
+    if (e instanceof EfivarfsError) throw new TaskError(e.message);
+    throw e;
+  }
+}
+
+async function enrollSteps(ctx: TaskContext<EnrollSecureBootOptions>, deps: EnrollDeps): Promise<void> {
   const o = ctx.options;
   const policy: Policy = o.ifAlreadyEnrolled ?? 'fail';
   const commands = { ...DEFAULT_COMMANDS, ...o.commands };
