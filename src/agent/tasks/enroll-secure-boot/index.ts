@@ -186,7 +186,7 @@ export async function dryRunEnroll(options: EnrollSecureBootOptions): Promise<st
   const lines: string[] = [];
   const intended = await loadIntended(o);
   const root = o.efivars ?? DEFAULT_EFIVARS;
-  for (const i of intended) lines.push(`${i.variable}: ${i.source} (${i.auth.length} bytes, ${i.entries.length} entr${i.entries.length === 1 ? "y" : "ies"}, signed by ${signerName(i.signer)}${i.append ? ', append' : ''})`);
+  for (const i of intended) lines.push(`${i.variable}: ${i.source} (${i.auth.length} bytes, ${i.entries.length} entr${i.entries.length === 1 ? 'y' : 'ies'}, signed by ${signerName(i.signer)}${i.append ? ', append' : ''})`);
   const readable = await isEfivarfs(root);
   if (!readable && (o.mount ?? true)) {
     lines.push(`efivarfs is not mounted at ${root}: the run would mount it and decide by the firmware's mode`);
