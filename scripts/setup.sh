@@ -20,7 +20,11 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
   gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
   postgresql curl ipxe dnsmasq
-  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils)
+  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils
+  # efitools: the reference (cert-to-efi-sig-list, sign-efi-sig-list) the secureboot tests compare with
+  efitools
+  # sbsigntool: sbsign/sbverify, Secure Boot signing of EFI binaries (the signed installer)
+  sbsigntool)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
