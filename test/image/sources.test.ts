@@ -294,8 +294,8 @@ describe('http source', () => {
     }
   });
 
-  test('gives up after the retry budget and says where', { timeout: 10_000 }, async () => {
-    const proxy = await startProxy(port, Array.from({ length: 10 }, () => ({ cutAfter: 100_000 })));
+  test('gives up after the retry budget when each connection brings less than 64 KiB, and says where', { timeout: 10_000 }, async () => {
+    const proxy = await startProxy(port, Array.from({ length: 10 }, () => ({ cutAfter: 30_000 })));
     try {
       const messages: string[] = [];
       const src = await openSource(`${proxy.url}/img.wic`, { ...FAST, retries: 3, onRetry: (m) => messages.push(m) });

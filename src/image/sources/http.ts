@@ -15,8 +15,13 @@ export const DEFAULT_RETRIES = 8;
 export const DEFAULT_RETRY_DELAY_MS = 500;
 export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 const MAX_RETRY_DELAY_MS = 10_000;
-/** Bytes received since the last failure after which the retry budget is full again. */
-const PROGRESS_RESETS_RETRIES = 1024 * 1024;
+/**
+ * Bytes received since the last failure after which the retry budget is full again. Small: a
+ * network that cuts often but lets the download move on must not exhaust it (at 1 MiB, 20 random
+ * cuts in a 13 MB download gave up after 8 of them, each less than 1 MiB after the previous);
+ * the budget is for a server that delivers nothing at all.
+ */
+const PROGRESS_RESETS_RETRIES = 64 * 1024;
 const MAX_REDIRECTS = 5;
 /** The PassThrough's buffer: bounds memory while the consumer (a disk) is slower than the net. */
 const STREAM_BUFFER = 1024 * 1024;
