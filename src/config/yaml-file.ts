@@ -18,7 +18,15 @@ export function parseConfigText(text: string, source: string): Layer {
       }),
     );
   }
-  const data: unknown = doc.toJS();
+  let data: unknown;
+  try {
+    // The yaml library stops alias expansion that would blow up (a "billion laughs" file).
+    data = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    throw new ConfigError([
+      { origin: { source, line: 1 }, key: '(aliases)', message: `${firstLine((e as Error).message)}: too many YAML aliases (*name) — write the settings out instead` },
+    ]);
+  }
   if (data === null || data === undefined) return { name: source, data: {}, origins: new Map() };
   if (typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError([
