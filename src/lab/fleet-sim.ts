@@ -1,0 +1,183 @@
+// A fleet of simulated devices: real agents (`bootline run`, one process each) against a real
+// line server, each with its own identity (a small sysfs tree: SMBIOS serial, UUID, a NIC's
+// MAC), its own state dir and a sparse file as its disk. They enroll with a token, get the
+// line's plan (deploy an image the server serves, run a script), report every event, and the
+// result is checked on both sides: each disk holds the image, the server saw each run succeed.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFile as execFileCb } from 'node:child_process';
+import { promisify } from 'node:util';
+import { startLineServer, type LineServer } from './line-server.ts';
+
+const execFile = promisify(execFileCb);
+
+export interface FleetOptions {
+  /** The bootline CLI (dist/bootline.mjs). */
+  cli: string;
+  devices: number;
+  /** Work directory (server data, devices); emptied first. */
+  work: string;
+  /** Size of the generated image in MiB (half of it mapped). */
+  imageMiB?: number;
+  /** A PostgreSQL URL for the server; default SQLite. */
+  db?: string;
+  /** Give up after this long (default 600 s). */
+  timeoutSeconds?: number;
+  log?: (line: string) => void;
+}
+
+export interface DeviceResult {
+  serial: string;
+  exitCode: number | null;
+  seconds: number;
+  /** The disk file holds the image byte for byte. */
+  diskOk: boolean;
+  /** The server's device state at the end. */
+  serverState?: string;
+}
+
+export interface FleetResult {
+  devices: DeviceResult[];
+  wallSeconds: number;
+  /** Peak resident memory of the server process (VmHWM), MiB. */
+  serverPeakMiB?: number;
+  ok: boolean;
+}
+
+/** The line's plan: deploy the image, then a customer script. Each device's kernel command line names its disk file (installer.target.dev=), which overrules target: [auto]. */
+export function fleetPlan(image: string) {
+  return {
+    description: 'fleet simulation: deploy the image, run a script',
+    config: {
+      unattended: true,
+      tasks: [
+        { name: 'deploy-image', builtin: 'deploy-image', effort: 5, with: { image: `image:${image}`, target: ['auto'], allowFile: true, overwrite: 'OVERWRITE' } },
+        { name: 'customer-script', script: '/bin/sh', args: ['-c', 'echo "provisioned $BOOTLINE_TARGET"'] },
+      ],
+    },
+  };
+}
+
+/** The identity an agent reads from sysfs: SMBIOS serial and UUID, one NIC with a MAC. */
+export function writeFakeSysfs(root: string, i: number): { serial: string; mac: string } {
+  const serial = `SIM-${String(i + 1).padStart(4, '0')}`;
+  const mac = `52:54:00:${((i >> 16) & 0xff).toString(16).padStart(2, '0')}:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+  const dmi = join(root, 'class', 'dmi', 'id');
+  const nic = join(root, 'class', 'net', 'eth0');
+  mkdirSync(dmi, { recursive: true });
+  mkdirSync(join(nic, 'device'), { recursive: true });
+  writeFileSync(join(dmi, 'product_serial'), `${serial}\n`);
+  writeFileSync(join(dmi, 'product_uuid'), `00000000-0000-4000-8000-${(i + 1).toString(16).padStart(12, '0')}\n`);
+  writeFileSync(join(nic, 'address'), `${mac}\n`);
+  return { serial, mac };
+}
+
+/** A sparse raw image: random MiB blocks every other MiB, holes between. */
+function makeImage(path: string, mib: number): void {
+  writeFileSync(path, '');
+  truncateSync(path, mib * 1024 * 1024);
+  const fd = openSync(path, 'r+');
+  try {
+    const block = Buffer.alloc(1024 * 1024);
+    for (let m = 0; m < mib; m += 2) {
+      for (let i = 0; i < block.length; i += 32) createHash('sha256').update(`${m}:${i}`).digest().copy(block, i);
+      writeSync(fd, block, 0, block.length, m * 1024 * 1024);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path)
+      .on('data', (b) => h.update(b))
+      .on('end', () => resolve(h.digest('hex')))
+      .on('error', reject);
+  });
+}
+
+/** Peak RSS of a process in MiB (VmHWM), if it still runs. */
+function peakMiB(pid: number): number | undefined {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runFleet(o: FleetOptions): Promise<FleetResult> {
+  if (!Number.isInteger(o.devices) || o.devices < 1 || o.devices > 2000) throw new Error(`--devices must be a whole number from 1 to 2000, not ${o.devices}`);
+  const log = o.log ?? ((l: string) => process.stdout.write(`${l}\n`));
+  const mib = o.imageMiB ?? 16;
+  rmSync(o.work, { recursive: true, force: true });
+  const data = join(o.work, 'server');
+  mkdirSync(data, { recursive: true });
+  const imagePath = join(o.work, 'fleet.img');
+  makeImage(imagePath, mib);
+  await execFile(process.execPath, [o.cli, 'image', 'add', imagePath, '--data', data, '--name', 'fleet', ...(o.db ? ['--db', o.db] : [])]);
+  const want = await sha256File(imagePath);
+
+  const server: LineServer = await startLineServer({ cli: o.cli, data, logFile: join(o.work, 'server.log'), ...(o.db ? { db: o.db } : {}) });
+  try {
+    const must = async (expect: number, method: string, path: string, body?: unknown) => {
+      const r = await server.api(method, path, body);
+      if (r.status !== expect) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 300)}`);
+      return r.json;
+    };
+    await must(200, 'PUT', '/api/v1/plans/fleet', fleetPlan('fleet'));
+    await must(201, 'POST', '/api/v1/rules', { match: 'default', plan: 'fleet' });
+    const { token } = (await must(201, 'POST', '/api/v1/tokens', { label: 'fleet simulation' })) as { token: string };
+    log(`server ${server.url}; ${o.devices} devices start`);
+
+    const t0 = performance.now();
+    const deadline = Date.now() + (o.timeoutSeconds ?? 600) * 1000;
+    const results = await Promise.all(
+      Array.from({ length: o.devices }, async (_, i): Promise<DeviceResult> => {
+        const dir = join(o.work, 'devices', `dev${i + 1}`);
+        const sysfs = join(dir, 'sys');
+        const { serial } = writeFakeSysfs(sysfs, i);
+        const disk = join(dir, 'disk.img');
+        writeFileSync(join(dir, 'cmdline'), `bootline.server=${server.url} bootline.token=${token} installer.target.dev=${disk}\n`);
+        const start = performance.now();
+        const exitCode = await new Promise<number | null>((resolve) => {
+          const child = spawn(process.execPath, [o.cli, 'run', '--unattended', '--cmdline', join(dir, 'cmdline'), '--state-dir', join(dir, 'state')], {
+            env: { ...process.env, BOOTLINE_SYSFS_ROOT: sysfs },
+            stdio: ['ignore', openSync(join(dir, 'agent.log'), 'w'), openSync(join(dir, 'agent.log'), 'a')],
+          });
+          const timer = setTimeout(() => child.kill('SIGTERM'), Math.max(1000, deadline - Date.now()));
+          child.on('exit', (code) => {
+            clearTimeout(timer);
+            resolve(code);
+          });
+        });
+        const seconds = (performance.now() - start) / 1000;
+        let diskOk = false;
+        try {
+          diskOk = (await sha256File(disk)) === want;
+        } catch {
+          diskOk = false;
+        }
+        return { serial, exitCode, seconds, diskOk };
+      }),
+    );
+    const wallSeconds = (performance.now() - t0) / 1000;
+    const rows = (await must(200, 'GET', '/api/v1/devices')) as { serial: string | null; state: string }[];
+    for (const r of results) r.serverState = rows.find((x) => x.serial === r.serial)?.state;
+    const serverPeakMiB = peakMiB(server.pid);
+    const ok = results.every((r) => r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded');
+    const bad = results.filter((r) => !(r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded'));
+    log(
+      `${results.length - bad.length} of ${results.length} devices provisioned in ${wallSeconds.toFixed(1)} s` +
+        `${serverPeakMiB ? `; server peak RSS ${serverPeakMiB.toFixed(0)} MiB` : ''}` +
+        (bad.length ? `; failed: ${bad.map((r) => `${r.serial} (exit ${r.exitCode}, disk ${r.diskOk ? 'ok' : 'differs'}, server ${r.serverState ?? 'no record'})`).join(', ')} — logs in ${join(o.work, 'devices')}` : ''),
+    );
+    return { devices: results, wallSeconds, ...(serverPeakMiB !== undefined ? { serverPeakMiB } : {}), ok };
+  } finally {
+    await server.stop();
+  }
+}
