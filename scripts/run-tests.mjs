@@ -1,13 +1,14 @@
 // Runs every test/**/*.test.ts with node's own test runner (TypeScript via tsx).
 // Node 20's --test does not expand globs itself, so the files are listed here.
-import { readdirSync, statSync } from 'node:fs';
+import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 function find(dir) {
   return readdirSync(dir).flatMap((name) => {
     const p = join(dir, name);
-    return statSync(p).isDirectory() ? find(p) : p.endsWith('.test.ts') ? [p] : [];
+    // lstat: recorded sysfs trees under test/fixtures hold sysfs's own link cycles.
+    return lstatSync(p).isDirectory() ? find(p) : p.endsWith('.test.ts') ? [p] : [];
   });
 }
 
