@@ -20,7 +20,13 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
   gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
   postgresql curl ipxe dnsmasq
-  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils)
+  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils
+  # collect-inventory's tests: dmidecode and tpm2-tools are the tools it calls (against swtpm)
+  dmidecode
+  tpm2-tools
+  # package:deb's test: a Debian 13 root to install the .deb into, and lintian to check it
+  mmdebstrap
+  lintian)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
