@@ -7,7 +7,7 @@
 // printed after the lab's, so neither is interleaved.
 //   node scripts/run-tests.mjs [substring ...]   only the files whose path contains one of them
 //   BOOTLINE_TEST_LANES=1                          one lane, everything in order
-import { readdirSync, statSync, mkdtempSync, readFileSync, rmSync, openSync, closeSync } from 'node:fs';
+import { lstatSync, readdirSync, mkdtempSync, readFileSync, rmSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
@@ -15,7 +15,8 @@ import { spawn } from 'node:child_process';
 function find(dir) {
   return readdirSync(dir).flatMap((name) => {
     const p = join(dir, name);
-    return statSync(p).isDirectory() ? find(p) : p.endsWith('.test.ts') ? [p] : [];
+    // lstat: recorded sysfs trees under test/fixtures hold sysfs's own link cycles.
+    return lstatSync(p).isDirectory() ? find(p) : p.endsWith('.test.ts') ? [p] : [];
   });
 }
 

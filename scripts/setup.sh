@@ -24,7 +24,13 @@ DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfsto
   # efitools: the reference (cert-to-efi-sig-list, sign-efi-sig-list) the secureboot tests compare with
   efitools
   # sbsigntool: sbsign/sbverify, Secure Boot signing of EFI binaries (the signed installer)
-  sbsigntool)
+  sbsigntool
+  # collect-inventory's tests: dmidecode and tpm2-tools are the tools it calls (against swtpm)
+  dmidecode
+  tpm2-tools
+  # package:deb's test: a Debian 13 root to install the .deb into, and lintian to check it
+  mmdebstrap
+  lintian)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -107,6 +107,7 @@ async function run(o: AgentOptions, held: { session?: ServerSession }): Promise<
       interaction: ttyInteraction(),
       version: o.version,
       signal: stop.signal,
+      ...(session ? { server: session.client } : {}),
     });
   } finally {
     const flush = Math.max(5, ...config.reporters.map((r) => (r.type === 'http' ? (r.flushTimeout ?? 15) : 0)));

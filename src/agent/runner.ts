@@ -15,7 +15,7 @@ import { runProcess, describeResult } from './process.ts';
 import { runHooks } from './hooks.ts';
 import { taskEnv } from './task-env.ts';
 import { Tail } from './tail.ts';
-import { TaskError, type BuiltinTask, type TaskProgress } from './tasks/builtin.ts';
+import { TaskError, type BuiltinTask, type DeviceServer, type TaskProgress } from './tasks/builtin.ts';
 import type { Interaction } from './interaction.ts';
 import { sleep } from './timing.ts';
 import { readInstallerInfo } from './installer-info.ts';
@@ -31,6 +31,8 @@ export interface RunOptions {
   version: string;
   /** Aborted when the agent is told to stop (SIGTERM/SIGINT). */
   signal?: AbortSignal;
+  /** The line's server, for built-ins that send it documents (the inventory). */
+  server?: DeviceServer;
 }
 
 type Level = LogEvent['level'];
@@ -282,6 +284,8 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
         setOutput: (k, v) => {
           outputs[k] = v;
         },
+        agentVersion: o.version,
+        ...(o.server ? { server: o.server } : {}),
       });
       // A built-in that ignores its signal must still not outlive its timeout.
       const aborted = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true }));

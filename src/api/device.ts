@@ -2,6 +2,7 @@
 // routes with these schemas and the agent's client derives its types from them.
 import { Type, type Static } from '@sinclair/typebox';
 import { BootlineEvent, RunReport } from '../events.ts';
+import { InventoryDocument } from '../inventory/schema.ts';
 
 export const API_PREFIX = '/api/v1';
 
@@ -61,8 +62,8 @@ export type LastRunResponse = Static<typeof LastRunResponse>;
 
 export const ReportBody = RunReport;
 
-/** Inventory is a JSON document; issue 9 publishes its full schema. */
-export const InventoryBody = Type.Record(Type.String(), Type.Unknown());
+/** The collect-inventory task's document (published as docs/inventory.schema.json). */
+export const InventoryBody = InventoryDocument;
 
 export const ErrorBody = Type.Object({ error: Type.String(), message: Type.String() });
 export type ErrorBody = Static<typeof ErrorBody>;

@@ -5,13 +5,15 @@ import { registerImage } from './image.ts';
 import { registerServe } from './serve.ts';
 import { registerLab } from './lab.ts';
 import { registerSecureboot } from './secureboot.ts';
+import { registerCompletion } from './completion.ts';
+import { useManHelp } from './man-help.ts';
 
 declare const BOOTLINE_VERSION: string;
 const version = typeof BOOTLINE_VERSION === 'string' ? BOOTLINE_VERSION : '0.0.0-dev';
 
 const program = new Command('bootline')
   .description('Unattended device bootstrapping for manufacturing lines')
-  .version(version)
+  .version(version, '-V, --version', 'print the version and exit')
   .showHelpAfterError();
 
 registerRun(program, version);
@@ -19,6 +21,9 @@ registerImage(program, version);
 registerServe(program);
 registerLab(program);
 registerSecureboot(program);
+registerCompletion(program);
+// Last: every command registered above gets the manual-page help.
+useManHelp(program);
 
 // Errors meant for the user (bad input, a failed copy) print their message; programming
 // errors print their stack, so that a bug report has it.

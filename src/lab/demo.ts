@@ -70,11 +70,7 @@ export function demoPlan(image: string) {
           args: ['-c', 'echo "serial $(cat /sys/class/dmi/id/product_serial), $(nproc) CPU, $(sed -n "s/MemTotal: *//p" /proc/meminfo)"; lsblk -d -o NAME,SIZE,TYPE'],
         },
         { name: 'deploy-image', builtin: 'deploy-image', effort: 6, with: { image: `image:${image}`, target: ['auto'], overwrite: 'OVERWRITE' } },
-        {
-          name: 'inventory',
-          script: '/bin/sh',
-          args: ['-c', 'for f in sys_vendor product_name product_serial product_uuid; do echo "$f: $(cat /sys/class/dmi/id/$f)"; done; ip -br link; ls /dev/tpm* 2>/dev/null'],
-        },
+        { name: 'inventory', builtin: 'collect-inventory', with: { commands: [{ name: 'lsblk', command: ['lsblk', '-d', '-o', 'NAME,SIZE,SERIAL'] }] } },
         { name: 'customer-script', script: '/bin/sh', args: ['-c', 'sfdisk --dump "$BOOTLINE_TARGET" | grep -E "name=|label:"; echo "provisioned by bootline"'] },
       ],
       onSuccess: { action: 'reboot', delay: 2 },

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { tempDir } from '../helpers.ts';
 import { runDemo, type DemoResult } from '../../src/lab/demo.ts';
 import { startCuttingProxy, type CuttingProxy } from './cutting-proxy.ts';
+import type { InventoryDocument } from '../../src/inventory/schema.ts';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'bootline.mjs');
 const MiB = 1024 * 1024;
@@ -42,7 +43,7 @@ describe('end to end over the network (QEMU, TCG)', { timeout: 15 * 60_000 }, ()
       },
       inspect: async ({ server, outcomes, sample }) => {
         const [d] = outcomes;
-        const devices = (await server.api('GET', '/api/v1/devices')).json as { id: string; serial: string; state: string; macs: string[]; batch: string }[];
+        const devices = (await server.api('GET', '/api/v1/devices')).json as { id: string; serial: string; uuid: string; state: string; macs: string[]; batch: string }[];
         assert.equal(devices.length, 1);
         const dev = devices[0]!;
         assert.equal(dev.serial, d!.serial);
@@ -71,6 +72,22 @@ describe('end to end over the network (QEMU, TCG)', { timeout: 15 * 60_000 }, ()
         // The installer reported its size and boot time in the first event.
         const info = events[0]!.body.installer;
         assert.ok(info && info.initramfsBytes > 10 * MiB && info.bootSeconds > 0, JSON.stringify(info));
+        // collect-inventory: the device as QEMU, OVMF and swtpm made it, on its server record.
+        const inv = (await server.api('GET', `/api/v1/devices/${dev.id}/inventory`)).json as InventoryDocument;
+        process.stderr.write(`e2e: inventory ${JSON.stringify({ ...inv, pci: inv.pci.length, tpm: { ...inv.tpm, endorsementKey: inv.tpm.endorsementKey?.sha256 } })}\n`);
+        assert.equal(inv.serial, d!.serial);
+        assert.deepEqual([inv.system.serial, inv.board.serial, inv.chassis.serial], [d!.serial, d!.serial, d!.serial], 'distinct SMBIOS serials of the lab device');
+        assert.equal(inv.system.uuid, dev.uuid);
+        assert.deepEqual(inv.nics.map((n) => [n.mac, n.state]), [[d!.mac, 'up']]);
+        assert.ok(inv.disks.some((k) => k.name === 'vda' && k.sizeBytes > 0 && k.transport === 'virtio'), JSON.stringify(inv.disks));
+        assert.equal(inv.firmware.mode, 'uefi');
+        assert.deepEqual(inv.secureBoot, { supported: true, enabled: false, setupMode: true }, 'OVMF with empty keys: Setup Mode');
+        assert.equal(inv.tpm.present, true);
+        assert.equal(inv.tpm.version, '2.0');
+        assert.equal(inv.tpm.manufacturer, 'IBM');
+        assert.match(inv.tpm.endorsementKey?.publicKeyPem ?? '', /^-----BEGIN PUBLIC KEY-----/);
+        assert.ok((inv.memory.modules ?? []).length > 0, 'dmidecode read the memory devices');
+        assert.deepEqual(inv.errors, []);
         // deploy-image wrote what the bmap maps.
         assert.equal(d!.bytesWritten, sample.mappedBytes);
         checked = true;

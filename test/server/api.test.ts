@@ -43,6 +43,32 @@ function suite(kind: 'sqlite' | 'postgres') {
       assert.match(m.text, /bootline_devices/);
     });
 
+    it('stores the inventory document a device sends and gives it to admins; a document that breaks the schema is refused with the field named', async () => {
+      const d = await enroll(s, { serial: 'INV-1' });
+      const empty = await s.admin('GET', `/api/v1/devices/${d.deviceId}/inventory`);
+      assert.equal(empty.status, 404);
+      assert.match(empty.json.message, /has sent no inventory yet: give its plan a collect-inventory task/);
+      const doc = {
+        format: 'bootline-inventory/1', collectedAt: '2026-12-01T02:00:00.000Z', serial: 'INV-1',
+        system: { vendor: 'QEMU', serial: 'INV-1' }, board: {}, chassis: {}, firmware: { mode: 'uefi', version: '0.0.0' },
+        cpus: { architecture: 'x64', sockets: 1, cores: 2, threads: 2 }, memory: { totalBytes: 1073741824 },
+        disks: [{ name: 'vda', sizeBytes: 8589934592, serial: 'D1', removable: false }], nics: [{ name: 'eth0', mac: '52:54:00:12:34:56', state: 'up', carrier: true }],
+        pci: [], usb: [], tpm: { present: false }, secureBoot: { supported: true, enabled: false, setupMode: true }, commands: [],
+        errors: [{ field: 'memory.modules', message: 'dmidecode is not installed (Debian package dmidecode)' }],
+      };
+      const bad = await s.call('PUT', '/api/v1/device/inventory', { token: d.credential, body: { ...doc, disks: [{ name: 'vda' }] } });
+      assert.equal(bad.status, 400, bad.text);
+      assert.match(bad.text, /disks\/0.*sizeBytes|sizeBytes/);
+      assert.equal((await s.call('PUT', '/api/v1/device/inventory', { token: s.adminToken, body: doc })).status, 401, 'device credentials only');
+      const put = await s.call('PUT', '/api/v1/device/inventory', { token: d.credential, body: doc });
+      assert.equal(put.status, 204, put.text);
+      const got = await s.admin('GET', `/api/v1/devices/${d.deviceId}/inventory`);
+      assert.equal(got.status, 200);
+      assert.deepEqual(got.json, doc);
+      assert.deepEqual((await s.admin('GET', `/api/v1/devices/${d.deviceId}`)).json.inventory, doc);
+      assert.equal((await s.call('GET', `/api/v1/devices/${d.deviceId}/inventory`, { token: d.credential })).status, 401, 'admins only');
+    });
+
     it('refuses the management API without admin credentials, and device credentials there', async () => {
       for (const p of ['/api/v1/devices', '/api/v1/plans', '/api/v1/tokens', '/api/v1/stream']) {
         const r = await s.call('GET', p);

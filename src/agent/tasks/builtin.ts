@@ -30,6 +30,18 @@ export interface TaskContext<O = Record<string, unknown>> {
   confirm(question: string): Promise<boolean>;
   /** Publishes a value to later tasks, e.g. setOutput('target', '/dev/vda') -> BOOTLINE_TARGET. */
   setOutput(key: string, value: string): void;
+  /** The agent's version (for documents the task produces). */
+  agentVersion?: string;
+  /** The line's server, when the agent is enrolled with one. */
+  server?: DeviceServer;
+}
+
+/** What a built-in may send to the line's server on the device's behalf. */
+export interface DeviceServer {
+  /** Stores the device's inventory document on its record. */
+  putInventory(doc: Record<string, unknown>): Promise<void>;
+  /** The server, as it is shown in messages. */
+  readonly shown: string;
 }
 
 /** A task failure with a message meant for the person reading the console. */

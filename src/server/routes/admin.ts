@@ -73,6 +73,23 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
       return markStalled(d);
     },
   );
+  app.get<{ Params: { id: string } }>(
+    `${API_PREFIX}/devices/:id/inventory`,
+    {
+      schema: {
+        summary: "A device's last inventory document (format bootline-inventory/1, docs/inventory.schema.json)",
+        ...tag('devices'),
+        params: Id,
+        response: { 200: Type.Record(Type.String(), Type.Unknown()), ...errors },
+      },
+    },
+    async (req) => {
+      const d = await store.getDevice(req.params.id);
+      if (!d) throw notFound(`no device ${req.params.id}`);
+      if (!d.inventory) throw notFound(`device ${req.params.id} has sent no inventory yet: give its plan a collect-inventory task`);
+      return d.inventory;
+    },
+  );
   app.post<{ Params: { id: string } }>(
     `${API_PREFIX}/devices/:id/reprovision`,
     {

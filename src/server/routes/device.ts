@@ -15,6 +15,7 @@ import {
   ReportBody,
 } from '../../api/device.ts';
 import type { Device } from '../../api/admin.ts';
+import type { InventoryDocument } from '../../inventory/schema.ts';
 import type { AppContext } from '../app.ts';
 import { ForeignRunError, UnknownDeviceError } from '../db/store.ts';
 import { checkBootToken, hashSecret, kindOf, newSecret } from '../credentials.ts';
@@ -185,12 +186,12 @@ export function deviceRoutes(app: FastifyInstance, ctx: AppContext): void {
     );
   });
 
-  app.put<{ Body: Record<string, unknown> }>(
+  app.put<{ Body: InventoryDocument }>(
     `${API_PREFIX}/device/inventory`,
     { schema: { summary: "Store the device's inventory document", tags: ['device'], security, body: InventoryBody, response: { 204: Type.Null(), ...errors } } },
     async (req, reply) => {
       const d = await device(req);
-      await store.setInventory(d.id, req.body, now());
+      await store.setInventory(d.id, req.body as unknown as Record<string, unknown>, now());
       return reply.code(204).send();
     },
   );

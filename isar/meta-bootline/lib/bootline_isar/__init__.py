@@ -1,0 +1,1 @@
+# meta-bootline's Python helpers (added to BitBake's path by conf/layer.conf: addpylib).
