@@ -20,7 +20,12 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
   gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
   postgresql curl ipxe dnsmasq
-  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils)
+  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils
+  # Secure Boot lab (issue 6): sbsign/sbverify sign the installer's UKI (objcopy, in binutils, assembles it)
+  sbsigntool
+  # Secure Boot lab (issue 6): cert-to-efi-sig-list/sign-efi-sig-list make the lab tests' key lists and .auth files
+  efitools
+  )
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
