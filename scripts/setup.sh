@@ -21,11 +21,10 @@ DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfsto
   gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
   postgresql curl ipxe dnsmasq
   qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils
-  # Secure Boot lab (issue 6): sbsign/sbverify sign the installer's UKI (objcopy, in binutils, assembles it)
-  sbsigntool
-  # Secure Boot lab (issue 6): cert-to-efi-sig-list/sign-efi-sig-list make the lab tests' key lists and .auth files
+  # efitools: the reference (cert-to-efi-sig-list, sign-efi-sig-list) the secureboot tests compare with
   efitools
-  )
+  # sbsigntool: sbsign/sbverify, Secure Boot signing of EFI binaries (the signed installer's UKI; objcopy, in binutils, assembles it)
+  sbsigntool)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -9,7 +9,7 @@ import { Dispatcher, type Subscription } from './dispatcher.ts';
 import { createReporter } from './reporters/create.ts';
 import { ttyInteraction } from './interaction.ts';
 import { performFinalAction } from './final-action.ts';
-import { renderDryRun } from './dry-run.ts';
+import { renderDryRun, renderTaskDryRuns } from './dry-run.ts';
 import type { EventType } from '../events.ts';
 import { NothingToDo, ServerSession } from './server-session.ts';
 
@@ -81,6 +81,7 @@ async function run(o: AgentOptions, held: { session?: ServerSession }): Promise<
   if (session) config.reporters = session.withServerReporter(config.reporters);
   if (o.dryRun) {
     process.stdout.write(renderDryRun(config, merged, sources));
+    process.stdout.write(await renderTaskDryRuns(config, builtins));
     return EXIT.ok;
   }
 

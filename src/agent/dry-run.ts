@@ -1,6 +1,7 @@
 // `bootline run --dry-run`: the resolved plan and where every setting came from.
 import type { Config } from '../config/schema.ts';
 import { describeOrigin, displayKey, findOrigin, type Layer } from '../config/layer.ts';
+import type { BuiltinTask } from './tasks/builtin.ts';
 
 export function renderDryRun(config: Config, merged: Layer, sources: readonly string[]): string {
   const total = config.tasks.reduce((s, t) => s + t.effort, 0);
@@ -32,6 +33,25 @@ export function renderDryRun(config: Config, merged: Layer, sources: readonly st
   ]);
   out.push(...table(settings));
   return out.join('\n') + '\n';
+}
+
+/**
+ * What each built-in that can tell (its dryRun) would do: read-only, so a dry run on the
+ * device shows e.g. which Secure Boot variables would be written. A failure is shown, not thrown.
+ */
+export async function renderTaskDryRuns(config: Config, catalogue: Record<string, BuiltinTask>): Promise<string> {
+  const out: string[] = [];
+  for (const t of config.tasks) {
+    const b = t.kind === 'builtin' ? catalogue[t.builtin!] : undefined;
+    if (!b?.dryRun) continue;
+    out.push('', `Task ${t.name} (${b.name}) would:`);
+    try {
+      out.push(...(await b.dryRun(t.with)).map((l) => `  ${l}`));
+    } catch (e) {
+      out.push(`  fail: ${(e as Error).message}`);
+    }
+  }
+  return out.length ? out.join('\n') + '\n' : '';
 }
 
 /** Tokens and credentials are not printed: a dry run's output ends up in tickets and logs. */

@@ -4,6 +4,7 @@ import { registerRun } from './run.ts';
 import { registerImage } from './image.ts';
 import { registerServe } from './serve.ts';
 import { registerLab } from './lab.ts';
+import { registerSecureboot } from './secureboot.ts';
 
 declare const BOOTLINE_VERSION: string;
 const version = typeof BOOTLINE_VERSION === 'string' ? BOOTLINE_VERSION : '0.0.0-dev';
@@ -17,6 +18,7 @@ registerRun(program, version);
 registerImage(program, version);
 registerServe(program);
 registerLab(program);
+registerSecureboot(program);
 
 // Errors meant for the user (bad input, a failed copy) print their message; programming
 // errors print their stack, so that a bug report has it.

@@ -47,4 +47,9 @@ export interface BuiltinTask<S extends TObject = TObject> {
   destructive: boolean;
   optionsSchema: S;
   run(ctx: TaskContext<Static<S>>): Promise<void>;
+  /**
+   * For `bootline run --dry-run`: what the task would do with these options, read-only
+   * (inputs checked, state read, nothing written). Optional.
+   */
+  dryRun?(options: Static<S>): Promise<string[]>;
 }
