@@ -173,7 +173,6 @@ test(
     const off = await lab.waitForExit(d, 600_000);
     note(`boot 2: ${((Date.now() - started) / 1000 - firstRun).toFixed(0)} s from the first run's success to ${off ? 'the power-off' : 'giving up'}`);
     assert.equal(off, true, `the guest powered off after its second run:\n${readFileSync(d.serialLog, 'latin1').split('\n').slice(-30).join('\n')}`);
-    const total = (Date.now() - started) / 1000;
     const log = readFileSync(d.serialLog, 'latin1');
     const boot2Log = log.slice(boot1Log.length);
 
