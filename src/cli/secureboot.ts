@@ -36,11 +36,13 @@ export function registerSecureboot(program: Command): void {
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const owner = (o.owner as string | undefined) ?? randomUUID();
       parseGuid(owner, '--owner');
+      const days = positiveInt('--days', o.days as string);
+      process.stderr.write(`generating 3 RSA ${o.bits as string}-bit key pairs${o.bits === '4096' ? ' (may take a while)' : ''}…\n`);
       const r = await createKeys({
         out: o.out as string,
         bits: Number(o.bits) as 2048 | 4096,
         subjectPrefix: o.subjectPrefix as string,
-        days: positiveInt('--days', o.days as string),
+        days,
         owner,
         force: o.force === true,
       });

@@ -10,6 +10,7 @@ import { efitools, fixturePair } from './fixtures.ts';
 import { decodeAuth, verifyAuth } from '../../src/secureboot/auth.ts';
 import { certificatesFromBytes } from '../../src/secureboot/x509.ts';
 import type { KeyVariable } from '../../src/secureboot/variables.ts';
+import { authCommand, eslCommand, type AuthCommand } from '../../src/secureboot/commands.ts';
 
 const BUNDLE = join(import.meta.dirname, '..', '..', 'dist', 'bootline.mjs');
 const dir = tempDir('bootline-sb-cli-');
@@ -78,38 +79,41 @@ test('auth equals sign-efi-sig-list for a replacement and for an append', () => 
   }
 });
 
-test('bad input gets an error naming the file and what is wrong, and the output is left as it was', () => {
+test('bad input gets an error naming the file and what is wrong, and the output is left as it was', async () => {
   efitools('cert-to-efi-sig-list', [PK.crt, p('pk.esl')]);
   const out = p('keep.auth');
   writeFileSync(out, 'old');
   const garbled = p('garbled.crt');
   writeFileSync(garbled, '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n');
-  const auth = (over: Record<string, string>) => {
-    const o = { '--var': 'PK', '--esl': p('pk.esl'), '--key': PK.key, '--cert': PK.crt, ...over };
-    return bootline(['secureboot', 'auth', ...Object.entries(o).flat(), '-o', out]);
-  };
-  const cases: Array<[Record<string, string>, RegExp]> = [
-    [{ '--cert': p('missing.crt') }, /cannot read certificate .*missing\.crt: no such file/],
-    [{ '--cert': garbled }, /certificate .*garbled\.crt is not a readable X\.509 certificate/],
-    [{ '--cert': KEK.key }, /certificate .*KEK-2048\.key is PEM but holds no certificate \(it holds a PRIVATE KEY\)/],
-    [{ '--key': PK.crt }, /private key .*PK-2048\.crt holds a certificate, not a private key/],
-    [{ '--key': KEK.key }, /private key .*KEK-2048\.key does not belong to certificate .*PK-2048\.crt "test PK 2048"/],
-    [{ '--esl': PK.crt }, /signature list .*PK-2048\.crt: list 1 at byte 0/],
-    [{ '--timestamp': '2026-13-01 00:00:00' }, /timestamp "2026-13-01 00:00:00" is not a real date/],
-    [{ '--var': 'Pk' }, /--var.*Pk.*PK, KEK, db, dbx/],
+  // In-process (the same code the CLI runs; each bundle start costs half a second) ...
+  const base = { variable: 'PK', esl: p('pk.esl'), key: PK.key, cert: PK.crt, append: false, out };
+  const cases: Array<[Partial<AuthCommand>, RegExp]> = [
+    [{ cert: garbled }, /certificate .*garbled\.crt is not a readable X\.509 certificate/],
+    [{ cert: KEK.key }, /certificate .*KEK-2048\.key is PEM but holds no certificate \(it holds a PRIVATE KEY\)/],
+    [{ key: PK.crt }, /private key .*PK-2048\.crt holds a certificate, not a private key/],
+    [{ esl: PK.crt }, /signature list .*PK-2048\.crt: list 1 at byte 0/],
+    [{ timestamp: '2026-13-01 00:00:00' }, /timestamp "2026-13-01 00:00:00" is not a real date/],
+    [{ variable: 'Pk' }, /--var Pk: expected one of PK, KEK, db, dbx/],
   ];
   for (const [over, msg] of cases) {
-    const r = auth(over);
-    assert.equal(r.status, 1, `${JSON.stringify(over)}: ${r.stderr}`);
-    assert.match(r.stderr, msg);
+    await assert.rejects(authCommand({ ...base, ...over }), msg, JSON.stringify(over));
     assert.equal(readFileSync(out, 'utf8'), 'old', `${JSON.stringify(over)} left the output alone`);
   }
-  const g = bootline(['secureboot', 'esl', '--cert', PK.crt, '--owner', 'not-a-guid', '-o', p('x.esl')]);
+  // ... and through the CLI: the message reaches the user, the status is 1.
+  const cli = (args: string[]) => bootline(['secureboot', ...args]);
+  const missing = cli(['auth', '--var', 'PK', '--esl', p('pk.esl'), '--key', PK.key, '--cert', p('missing.crt'), '-o', out]);
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /^bootline: cannot read certificate .*missing\.crt: no such file/);
+  const mismatch = cli(['auth', '--var', 'PK', '--esl', p('pk.esl'), '--key', KEK.key, '--cert', PK.crt, '-o', out]);
+  assert.equal(mismatch.status, 1);
+  assert.match(mismatch.stderr, /private key .*KEK-2048\.key does not belong to certificate .*PK-2048\.crt "test PK 2048"/);
+  assert.equal(readFileSync(out, 'utf8'), 'old');
+  const g = cli(['esl', '--cert', PK.crt, '--owner', 'not-a-guid', '-o', p('x.esl')]);
   assert.equal(g.status, 1);
   assert.match(g.stderr, /--owner "not-a-guid" is not a GUID/);
   assert.equal(existsSync(p('x.esl')), false);
-  const nodir = bootline(['secureboot', 'esl', '--cert', PK.crt, '-o', p('no/such/dir/x.esl')]);
-  assert.match(nodir.stderr, /cannot write .*x\.esl: its directory does not exist/);
+  await assert.rejects(eslCommand({ certs: [PK.crt], hashes: [], owner: OWNER, out: p('no/such/dir/x.esl') }), /cannot write .*x\.esl: its directory does not exist/);
+  await assert.rejects(eslCommand({ certs: [], hashes: ['abc'], owner: OWNER, out: p('h.esl') }), /--sha256 "abc" is not a SHA-256 hash/);
 });
 
 test('run --dry-run shows which variables the task would write, in order, and writes nothing', () => {

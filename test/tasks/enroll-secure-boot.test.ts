@@ -63,7 +63,7 @@ function scratch(prefix: string): string {
 // ---------------------------------------------------------------- a fake efivarfs tree, a firmware stand-in
 
 interface Modes {
-  SetupMode: number;
+  SetupMode?: number;
   SecureBoot: number;
   AuditMode?: number;
   DeployedMode?: number;
@@ -76,7 +76,7 @@ function varFile(root: string, name: KeyVariable | ModeVariable): string {
 /** A directory laid out as efivarfs: mode variables (attributes BS|RT) and stored keys (0x27 + list). */
 function fakeTree(modes: Modes, stored: Partial<Record<KeyVariable, Buffer>> = {}): string {
   const root = scratch('bootline-efivars-');
-  for (const [name, v] of Object.entries(modes)) writeFileSync(varFile(root, name as ModeVariable), Buffer.from([6, 0, 0, 0, v as number]));
+  for (const [name, v] of Object.entries(modes)) if (v !== undefined) writeFileSync(varFile(root, name as ModeVariable), Buffer.from([6, 0, 0, 0, v as number]));
   for (const [name, esl] of Object.entries(stored)) writeFileSync(varFile(root, name as KeyVariable), Buffer.concat([Buffer.from([0x27, 0, 0, 0]), esl]));
   return root;
 }
@@ -286,4 +286,15 @@ test('when efivarfs is not mounted and cannot be, the task says so and that UEFI
   const e = await failure(enroll(ctxFor({ efivars: dir, mount: true, commands: { mount: 'false', modprobe: 'false' } }).ctx));
   assert.match(e.message, /cannot mount efivarfs at .*bootline-noefivars-.*booted in UEFI mode/);
   assert.equal(statSync(dir).isDirectory(), true);
+});
+
+test('the mode is named from the four variables, and a firmware without SetupMode is refused', async () => {
+  const { modeOf, decide } = await import('../../src/agent/tasks/enroll-secure-boot/plan.ts');
+  assert.equal(modeOf({ setupMode: 1, auditMode: 1 }), 'Audit Mode');
+  assert.equal(modeOf({ setupMode: 0, deployedMode: 1 }), 'Deployed Mode');
+  assert.equal(modeOf({ setupMode: 0, secureBoot: 1 }), 'User Mode');
+  assert.equal(decide({ state: {}, intended: [], stored: {}, policy: 'skip' }).action, 'refuse');
+  const root = fakeTree({ SecureBoot: 0 });
+  const e = await failure(enroll(ctxFor({ efivars: root }).ctx, { vars: firmware(root).vars }));
+  assert.match(e.message, /no SetupMode variable: it does not support Secure Boot/);
 });

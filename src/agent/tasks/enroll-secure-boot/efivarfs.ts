@@ -50,7 +50,8 @@ async function run(file: string, args: string[], signal?: AbortSignal): Promise<
 
 export async function isEfivarfs(dir: string): Promise<boolean> {
   try {
-    return (await statfs(dir)).type === EFIVARFS_MAGIC;
+    // >>> 0: the magic has its top bit set; compare as unsigned 32 bits whatever width libuv gives.
+    return (Number((await statfs(dir)).type) >>> 0) === EFIVARFS_MAGIC;
   } catch {
     return false;
   }
