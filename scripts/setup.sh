@@ -23,7 +23,7 @@ DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfsto
   qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils
   # efitools: the reference (cert-to-efi-sig-list, sign-efi-sig-list) the secureboot tests compare with
   efitools
-  # sbsigntool: sbsign/sbverify, Secure Boot signing of EFI binaries (the signed installer)
+  # sbsigntool: sbsign/sbverify, Secure Boot signing of EFI binaries (the signed installer's UKI; objcopy, in binutils, assembles it)
   sbsigntool
   # collect-inventory's tests: dmidecode and tpm2-tools are the tools it calls (against swtpm)
   dmidecode

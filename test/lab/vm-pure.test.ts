@@ -92,6 +92,15 @@ describe('QEMU command line', () => {
       'virtio-net-pci,netdev=net0,mac=52:54:00:ab:cd:01,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom,bootindex=1',
       'virtio-blk-pci,drive=disk0,bootindex=2',
     ]);
+    // Several sticks boot in their order (the Secure Boot test: refused ones first).
+    const two = qemuArgs({ ...base, usb: ['/a.img', '/b.img'] });
+    assert.deepEqual(values(two, '-device').slice(0, 4), [
+      'qemu-xhci,id=xhci',
+      'usb-storage,bus=xhci.0,drive=usb0,bootindex=0',
+      'usb-storage,bus=xhci.0,drive=usb1,bootindex=1',
+      'virtio-net-pci,netdev=net0,mac=52:54:00:ab:cd:01,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom,bootindex=2',
+    ]);
+    assert.ok(values(two, '-drive').includes('if=none,id=usb1,format=raw,readonly=on,file=/b.img'));
   });
 
   test('KVM: the host CPU; commas in paths are doubled, as QEMU reads them', () => {

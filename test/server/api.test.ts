@@ -302,6 +302,13 @@ function suite(kind: 'sqlite' | 'postgres') {
       assert.equal((await s.admin('POST', `/api/v1/devices/${dev.deviceId}/reprovision`)).status, 204);
       assert.equal((await s.admin('GET', `/api/v1/devices/${dev.deviceId}`)).json.state, 'enrolled');
       assert.match((await s.call('GET', '/boot/52-54-00-12-34-56.ipxe')).text, /kernel .*bootline\.token=/);
+
+      // An installer built as a (signed) UKI is chain-loaded instead, with the same parameters.
+      writeFileSync(join(s.data, 'installer', 'bootline-installer.efi'), 'MZ uki');
+      const uki = (await s.call('GET', '/boot/52-54-00-12-34-56.ipxe')).text;
+      assert.match(uki, new RegExp(`^chain --autofree ${s.url}/installer/bootline-installer\\.efi bootline\\.server=${s.url} bootline\\.token=blb_\\S+ console=tty0 console=ttyS0,115200 \\|\\| goto bootline_failed$`, 'm'));
+      assert.doesNotMatch(uki, /^kernel /m);
+      assert.equal((await s.call('GET', '/installer/bootline-installer.efi')).text, 'MZ uki');
     });
   });
 }

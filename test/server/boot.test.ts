@@ -8,6 +8,7 @@ import {
   BootScriptError,
   bootScriptName,
   deviceBootScript,
+  deviceUkiBootScript,
   exitScript,
   genericBootScript,
   macFromBootScriptName,
@@ -109,6 +110,18 @@ describe('per-device boot script', () => {
     assert.ok(l.includes('chain --replace --autofree http://10.0.0.5:8080/boot.ipxe'));
     // The name given to the kernel is the name of the initrd image.
     assert.equal(/initrd=(\S+)/.exec(s)?.[1], /initrd --name (\S+)/.exec(s)?.[1]);
+  });
+
+  test('an installer built as a UKI is chain-loaded with bootline.server, bootline.token and the parameters, and no initrd', () => {
+    const s = deviceUkiBootScript({ baseUrl: good.baseUrl, ukiUrl: 'http://10.0.0.5:8080/installer/bootline-installer.efi', cmdline: good.cmdline, token: good.token });
+    const l = lines(s);
+    assert.equal(l[0], '#!ipxe');
+    assert.ok(l.includes('chain --autofree http://10.0.0.5:8080/installer/bootline-installer.efi bootline.server=http://10.0.0.5:8080 bootline.token=dGhpcyBpcyBhIHRva2Vu_-.~ console=ttyS0,115200n8 quiet bootline.unattended || goto bootline_failed'), s);
+    assert.ok(!/initrd/.test(s), s);
+    assert.ok(l.includes('chain --replace --autofree http://10.0.0.5:8080/boot.ipxe'), 'starts over on failure');
+    assert.equal(thrown(BootScriptError, () => deviceUkiBootScript({ baseUrl: good.baseUrl, ukiUrl: 'http://x/a.efi', cmdline: ['init=/bin/sh;reboot'], token: good.token })).message, 'kernel command line parameter 1 "init=/bin/sh;reboot" is refused: it contains ";"');
+    assert.match(thrown(BootScriptError, () => deviceUkiBootScript({ baseUrl: good.baseUrl, ukiUrl: 'ftp://x/a.efi', cmdline: [], token: good.token })).message, /ukiUrl "ftp:\/\/x\/a.efi" must be http/);
+    assert.match(thrown(BootScriptError, () => deviceUkiBootScript({ baseUrl: good.baseUrl, ukiUrl: 'http://x/a.efi', cmdline: ['bootline.token=x'], token: good.token })).message, /bootline sets bootline.token= itself/);
   });
 
   test('a trailing slash on the base URL is dropped; an empty cmdline adds nothing', () => {

@@ -19,7 +19,8 @@ import { DEFAULT_MODULES } from './modules.ts';
 import { INSTALLER_PACKAGES, aptDepends, libraryClosure } from './packages.ts';
 import { addHostLibraries, checkLibraries, missingLibrariesMessage, type HostLibrary } from './libraries.ts';
 import { infoArchive, packCompressed } from './pack.ts';
-import { USB_DATA_LABEL, USB_TOOLS, buildUsbImage } from './usb-image.ts';
+import { USB_DATA_LABEL, USB_TOOLS, buildUsbImage, type UsbBoot } from './usb-image.ts';
+import { SIGN_TOOLS, STUB_PATH, UKI_TOOLS, buildUki, checkSigningPair, installerOsRelease } from './uki.ts';
 import type { FileTree } from './tree.ts';
 
 export class InstallerBuildError extends Error {
@@ -38,6 +39,10 @@ export interface BuildOptions {
   agent: string;
   zstdLevel: number;
   force: boolean;
+  /** Also (or with `sign`) make the installer a Unified Kernel Image. */
+  uki?: boolean;
+  /** Sign the UKI (netboot and USB) with this db key and certificate (PEM). */
+  sign?: { key: string; cert: string };
   /** Progress lines (stderr by default). */
   log?: (line: string) => void;
 }
@@ -59,6 +64,8 @@ export function parseBuildOptions(o: Record<string, string | string[] | boolean 
   const usbImages = (o.usbImage as string[] | undefined) ?? [];
   const usb = str('usb');
   if (!usb && (usbImages.length > 0 || str('usbAutoInstall'))) throw new InstallerBuildError('--usb-image and --usb-auto-install go on the USB image: give --usb <file> too');
+  const [key, cert] = [str('signKey'), str('signCert')];
+  if ((key === undefined) !== (cert === undefined)) throw new InstallerBuildError(`--sign-key and --sign-cert go together: give ${key === undefined ? '--sign-key <db.key>' : '--sign-cert <db.crt>'} too`);
   return {
     out: resolve(str('out') ?? 'installer'),
     cache: resolve(str('cache') ?? DEFAULT_LAB_CACHE),
@@ -70,6 +77,8 @@ export function parseBuildOptions(o: Record<string, string | string[] | boolean 
     agent: resolve(str('agent') ?? defaultAgentBundle()),
     zstdLevel: level,
     force: o.force === true,
+    uki: o.uki === true || key !== undefined,
+    ...(key && cert ? { sign: { key: resolve(key), cert: resolve(cert) } } : {}),
   };
 }
 
@@ -77,6 +86,8 @@ export interface Manifest {
   format: 1;
   bootline: string;
   inputsHash: string;
+  /** The part of inputsHash that decides the initramfs: a build that differs only in the USB image, the UKI or its signature reuses it. */
+  initramfsHash?: string;
   kernel: { release: string; package: string; version: string };
   files: Record<'vmlinuz' | 'initrd.img', { bytes: number; sha256: string }>;
   initramfs: { archiveBytes: number; compressedBytes: number; zstdLevel: number; entries: number; largest: { path: string; bytes: number; origin: string }[] };
@@ -84,8 +95,13 @@ export interface Manifest {
   node: { version: string; note: string; from: string; sha256: string; stripped: boolean; libraries: HostLibrary[] };
   modules: { load: string[]; builtin: string[]; files: number };
   sourceDateEpoch: number;
-  usb?: { file: string; bytes: number; images: string[]; autoInstall: boolean; cmdline: string };
+  usb?: { file: string; bytes: number; images: string[]; autoInstall: boolean; cmdline: string; boot: UsbBoot['kind'] };
+  /** The netboot UKI (no built-in command line: the server's reaches the kernel). */
+  uki?: { file: typeof UKI_FILE; bytes: number; sha256: string; stub: string; signed: boolean; signer?: string; sections: { name: string; virtualAddress: number; bytes: number }[] };
 }
+
+/** The netboot installer as one signed EFI image, beside vmlinuz and initrd.img in --out. */
+export const UKI_FILE = 'bootline-installer.efi';
 
 const MANIFEST = 'installer.json';
 
@@ -111,16 +127,19 @@ async function sha256(path: string): Promise<string> {
 }
 
 export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
+  // Signing is for the UKI: a signing key alone asks for one.
+  const wantUki = o.uki === true || o.sign !== undefined;
   const started = Date.now();
   const log = o.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const steps = o.usb ? 8 : 7;
+  const steps = 7 + (o.usb ? 1 : 0) + (wantUki ? 1 : 0);
   let n = 0;
   const step = (what: string) => log(`build-installer: [${++n}/${steps}] ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
-  requireTools({ zstd: 'zstd', 'apt-get': 'apt', 'dpkg-deb': 'dpkg', ...(o.usb ? USB_TOOLS : {}) });
+  requireTools({ zstd: 'zstd', 'apt-get': 'apt', 'dpkg-deb': 'dpkg', ...(o.usb ? USB_TOOLS : {}), ...(wantUki ? UKI_TOOLS : {}), ...(o.sign ? { ...SIGN_TOOLS, openssl: 'openssl' } : {}) });
   requireFile(o.agent, 'the agent bundle', 'run "npm run build" (it makes dist/bootline.mjs), or give --agent <file>');
   for (const img of o.usbImages) requireFile(img, 'the USB image\'s target image', 'check the --usb-image path');
   if (o.usbAutoInstall) requireFile(o.usbAutoInstall, 'the auto.install file', 'check the --usb-auto-install path');
+  if (o.sign) await checkSigningPair(o.sign.key, o.sign.cert).catch((e: Error) => Promise.reject(new InstallerBuildError(e.message)));
   const work = workDir(o.out);
   const forgetSignals = removeOnSignal(work);
   try {
@@ -150,59 +169,98 @@ export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
 
     const bootline = execFileSync(process.execPath, [o.agent, '--version'], { encoding: 'utf8' }).trim();
     const epoch = Number(process.env.SOURCE_DATE_EPOCH ?? 0) || 0;
-    const inputsHash = hashInputs(tree, { bootline, node: node.sha256, agent: await sha256(o.agent), epoch, level: o.zstdLevel, usb: o.usb ?? null, usbImages: o.usbImages, auto: o.usbAutoInstall ?? null, cmdline: o.cmdline });
+    const initramfsHash = hashInputs(tree, { bootline, node: node.sha256, agent: await sha256(o.agent), epoch, level: o.zstdLevel });
+    const signer = o.sign ? { key: await sha256(o.sign.key), cert: await sha256(o.sign.cert) } : null;
+    const inputsHash = createHash('sha256')
+      .update(JSON.stringify({ initramfsHash, usb: o.usb ?? null, usbImages: o.usbImages, auto: o.usbAutoInstall ?? null, cmdline: o.cmdline, uki: wantUki, signer }))
+      .digest('hex');
     const current = upToDate(o, inputsHash);
     if (current) {
       log(`build-installer: ${o.out} is up to date (same inputs, ${inputsHash.slice(0, 12)}); --force rebuilds`);
       return current;
     }
 
-    step(`packing the initramfs (cpio, zstd -${o.zstdLevel})`);
-    const main = join(work, 'initrd.main');
-    const packed = await packCompressed(tree, epoch, o.zstdLevel, main, (b) => log(`  ${(b / 1e6).toFixed(0)} MB packed`));
-    const info = { version: bootline, kernel: kernel.release, initramfsBytes: 0 };
-    const headLength = (await infoArchive(info, epoch)).length;
-    info.initramfsBytes = headLength + packed.compressedBytes;
-    const head = await infoArchive(info, epoch);
-    if (head.length !== headLength) throw new Error('installer.json changed length with its size field');
     const initrd = join(work, 'initrd.img');
-    await pipeline(async function* () {
-      yield head;
-      yield* createReadStream(main);
-    }, createWriteStream(initrd));
-    rmSync(main);
     const vmlinuz = join(work, 'vmlinuz');
-    copyFileSync(kernel.vmlinuz, vmlinuz);
+    const reuse = reusableInitramfs(o, initramfsHash);
+    let packedFigures: Manifest['initramfs'];
+    const info = { version: bootline, kernel: kernel.release, initramfsBytes: 0 };
+    if (reuse) {
+      step(`initramfs: the one in ${o.out} was built from the same inputs (${initramfsHash.slice(0, 12)}), reused`);
+      copyFileSync(join(o.out, 'initrd.img'), initrd);
+      copyFileSync(join(o.out, 'vmlinuz'), vmlinuz);
+      packedFigures = reuse.initramfs;
+      info.initramfsBytes = reuse.files['initrd.img'].bytes;
+    } else {
+      step(`packing the initramfs (cpio, zstd -${o.zstdLevel})`);
+      const main = join(work, 'initrd.main');
+      const packed = await packCompressed(tree, epoch, o.zstdLevel, main, (b) => log(`  ${(b / 1e6).toFixed(0)} MB packed`));
+      const headLength = (await infoArchive(info, epoch)).length;
+      info.initramfsBytes = headLength + packed.compressedBytes;
+      const head = await infoArchive(info, epoch);
+      if (head.length !== headLength) throw new Error('installer.json changed length with its size field');
+      await pipeline(async function* () {
+        yield head;
+        yield* createReadStream(main);
+      }, createWriteStream(initrd));
+      rmSync(main);
+      copyFileSync(kernel.vmlinuz, vmlinuz);
+      packedFigures = { archiveBytes: packed.archiveBytes, compressedBytes: packed.compressedBytes, zstdLevel: o.zstdLevel, entries: tree.entries.size, largest: largest(tree, 10) };
+    }
     for (const f of [initrd, vmlinuz]) utimesSync(f, epoch, epoch);
-    log(`  initrd.img ${(info.initramfsBytes / 1e6).toFixed(1)} MB (${(packed.archiveBytes / 1e6).toFixed(1)} MB unpacked), vmlinuz ${(statSync(vmlinuz).size / 1e6).toFixed(1)} MB`);
+    log(`  initrd.img ${(info.initramfsBytes / 1e6).toFixed(1)} MB (${(packedFigures.archiveBytes / 1e6).toFixed(1)} MB unpacked), vmlinuz ${(statSync(vmlinuz).size / 1e6).toFixed(1)} MB`);
 
     const manifest: Manifest = {
       format: 1,
       bootline,
       inputsHash,
+      initramfsHash,
       kernel: { release: kernel.release, package: kernel.package.name, version: kernel.package.version },
       files: {
         vmlinuz: { bytes: statSync(vmlinuz).size, sha256: await sha256(vmlinuz) },
         'initrd.img': { bytes: info.initramfsBytes, sha256: await sha256(initrd) },
       },
-      initramfs: { archiveBytes: packed.archiveBytes, compressedBytes: packed.compressedBytes, zstdLevel: o.zstdLevel, entries: tree.entries.size, largest: largest(tree, 10) },
+      initramfs: packedFigures,
       packages: packages.map((p) => ({ name: p.name, version: p.version })),
       node: { version: process.version, note: 'node runtime copied from the build host', from: node.from, sha256: node.sha256, stripped: node.stripped, libraries: hostLibs },
       modules: { load: modules.load, builtin: modules.selection.builtin, files: modules.selection.files.length },
       sourceDateEpoch: epoch,
     };
 
+    const systemdBoot = o.usb || wantUki ? await fetchPackage('systemd-boot-efi', o.cache) : undefined;
+    const ukiInput = (cmdline?: string) => {
+      const stub = join(systemdBoot!.root, STUB_PATH);
+      requireFile(stub, 'systemd\'s EFI stub', `${systemdBoot!.name} ${systemdBoot!.version} no longer ships it there`);
+      return { stub, vmlinuz, initrd, uname: kernel.release, osrel: installerOsRelease(bootline, kernel.release), ...(cmdline !== undefined ? { cmdline } : {}), work: join(work, 'uki-'), ...(o.sign ? { sign: o.sign } : {}) };
+    };
+    if (wantUki) {
+      step(`UKI ${UKI_FILE}: systemd-stub ${systemdBoot!.version} + kernel + initramfs${o.sign ? `, signed with ${o.sign.cert}` : ' (unsigned)'}`);
+      const uki = await buildUki({ ...ukiInput(), out: join(work, UKI_FILE) });
+      utimesSync(join(work, UKI_FILE), epoch, epoch);
+      const subject = o.sign ? execFileSync('openssl', ['x509', '-in', o.sign.cert, '-noout', '-subject', '-nameopt', 'RFC2253'], { encoding: 'utf8' }).trim().replace(/^subject=/, '') : undefined;
+      manifest.uki = { file: UKI_FILE, bytes: uki.bytes, sha256: await sha256(join(work, UKI_FILE)), stub: `${systemdBoot!.name} ${systemdBoot!.version}`, signed: uki.signed, ...(subject ? { signer: subject } : {}), sections: uki.sections };
+      log(`  ${(uki.bytes / 1e6).toFixed(1)} MB, sections ${uki.sections.map((s) => `${s.name}@0x${s.virtualAddress.toString(16)}`).join(' ')}${subject ? `; signed by ${subject}` : ''}`);
+    }
+
     if (o.usb) {
-      step(`USB image ${o.usb}`);
-      const boot = await fetchPackage('systemd-boot-efi', o.cache);
-      const bootloader = join(boot.root, 'usr/lib/systemd/boot/efi/systemd-bootx64.efi');
-      requireFile(bootloader, 'systemd-boot', `${boot.name} ${boot.version} no longer ships it there`);
+      step(`USB image ${o.usb}${wantUki ? ` (the UKI as EFI/BOOT/BOOTX64.EFI${o.sign ? ', signed' : ''})` : ''}`);
       const cmdline = [USB_BASE_CMDLINE, o.cmdline].filter(Boolean).join(' ');
+      let boot: UsbBoot;
+      if (wantUki) {
+        // The USB form carries its command line inside the signed image: the firmware passes none.
+        const file = join(work, 'usb-bootx64.efi');
+        await buildUki({ ...ukiInput(cmdline), out: file });
+        boot = { kind: 'uki', uki: file };
+      } else {
+        const bootloader = join(systemdBoot!.root, 'usr/lib/systemd/boot/efi/systemd-bootx64.efi');
+        requireFile(bootloader, 'systemd-boot', `${systemdBoot!.name} ${systemdBoot!.version} no longer ships it there`);
+        boot = { kind: 'systemd-boot', vmlinuz, initrd, bootloader, cmdline };
+      }
       const partial = `${o.usb}.partial-${process.pid}`;
       try {
-        const usb = await buildUsbImage({ file: partial, vmlinuz, initrd, bootloader, cmdline, images: o.usbImages, ...(o.usbAutoInstall ? { autoInstall: o.usbAutoInstall } : {}), work: join(work, 'usb'), mtime: epoch });
+        const usb = await buildUsbImage({ file: partial, boot, images: o.usbImages, ...(o.usbAutoInstall ? { autoInstall: o.usbAutoInstall } : {}), work: join(work, 'usb'), mtime: epoch });
         renameSync(partial, o.usb);
-        manifest.usb = { file: o.usb, bytes: usb.bytes, images: o.usbImages.map((p) => basename(p)), autoInstall: o.usbAutoInstall !== undefined, cmdline };
+        manifest.usb = { file: o.usb, bytes: usb.bytes, images: o.usbImages.map((p) => basename(p)), autoInstall: o.usbAutoInstall !== undefined, cmdline, boot: boot.kind };
         log(`  ${(usb.bytes / 1e6).toFixed(1)} MB: ESP ${(usb.espBytes / 1e6).toFixed(0)} MB, ${USB_DATA_LABEL} ${(usb.dataBytes / 1e6).toFixed(0)} MB`);
       } finally {
         rmSync(partial, { force: true });
@@ -213,9 +271,11 @@ export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
     const json = join(work, MANIFEST);
     writeJson(json, manifest);
     mkdirSync(o.out, { recursive: true });
-    // The manifest last: it says the two files beside it are complete.
-    for (const f of ['initrd.img', 'vmlinuz', MANIFEST]) renameSync(join(work, f), join(o.out, f));
-    log(`build-installer: done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${o.out}/vmlinuz, initrd.img (${(info.initramfsBytes / 1e6).toFixed(1)} MB), ${MANIFEST}`);
+    // A UKI left from an earlier build would be served instead of this build's kernel.
+    if (!wantUki) rmSync(join(o.out, UKI_FILE), { force: true });
+    // The manifest last: it says the files beside it are complete.
+    for (const f of ['initrd.img', 'vmlinuz', ...(wantUki ? [UKI_FILE] : []), MANIFEST]) renameSync(join(work, f), join(o.out, f));
+    log(`build-installer: done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${o.out}/vmlinuz, initrd.img (${(info.initramfsBytes / 1e6).toFixed(1)} MB)${wantUki ? `, ${UKI_FILE}` : ''}, ${MANIFEST}`);
     return manifest;
   } finally {
     forgetSignals();
@@ -295,6 +355,19 @@ function hashInputs(tree: FileTree, extra: Record<string, unknown>): string {
   return h.digest('hex');
 }
 
+/** The manifest of --out when its initramfs was built from the same inputs and is there, whole. */
+function reusableInitramfs(o: BuildOptions, initramfsHash: string): Manifest | undefined {
+  if (o.force) return undefined;
+  try {
+    const m = JSON.parse(readFileSync(join(o.out, MANIFEST), 'utf8')) as Manifest;
+    if (m.initramfsHash !== initramfsHash) return undefined;
+    for (const f of ['vmlinuz', 'initrd.img'] as const) if (statSync(join(o.out, f)).size !== m.files[f].bytes) return undefined;
+    return m;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The manifest of --out when it was built from the same inputs and its files are there. */
 function upToDate(o: BuildOptions, inputsHash: string): Manifest | undefined {
   if (o.force) return undefined;
@@ -303,6 +376,7 @@ function upToDate(o: BuildOptions, inputsHash: string): Manifest | undefined {
     if (m.inputsHash !== inputsHash) return undefined;
     for (const [f, { bytes }] of Object.entries(m.files)) if (statSync(join(o.out, f)).size !== bytes) return undefined;
     if (o.usb && !existsSync(o.usb)) return undefined;
+    if (m.uki && statSync(join(o.out, m.uki.file)).size !== m.uki.bytes) return undefined;
     return m;
   } catch {
     return undefined;

@@ -21,15 +21,19 @@ const DISK_GUID = 'B0071E4E-0000-4000-8000-000000000001';
 const ESP_GUID = 'B0071E4E-0000-4000-8000-000000000002';
 const DATA_GUID = 'B0071E4E-0000-4000-8000-000000000003';
 
+/**
+ * How the ESP boots the installer: systemd-boot with the kernel, the initramfs and a loader
+ * entry; or (Secure Boot) one signed Unified Kernel Image as the removable-media default
+ * loader, so that nothing else on the stick needs a signature.
+ */
+export type UsbBoot =
+  | { kind: 'systemd-boot'; vmlinuz: string; initrd: string; /** systemd-bootx64.efi */ bootloader: string; /** Kernel command line of the boot entry. */ cmdline: string }
+  | { kind: 'uki'; /** The UKI, its command line built in. */ uki: string };
+
 export interface UsbImageInput {
   /** The image file to write. */
   file: string;
-  vmlinuz: string;
-  initrd: string;
-  /** systemd-bootx64.efi. */
-  bootloader: string;
-  /** Kernel command line of the boot entry. */
-  cmdline: string;
+  boot: UsbBoot;
   /** Target images (their .bmap beside them is taken too) and auto.install for the data partition. */
   images: string[];
   autoInstall?: string;
@@ -67,9 +71,10 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
       return false;
     }
   };
-  // The ESP: systemd-boot as the removable-media default loader, the kernel, the initramfs.
-  const loader = loaderFiles(i.cmdline);
-  const espPayload = statSync(i.vmlinuz).size + statSync(i.initrd).size + statSync(i.bootloader).size;
+  // The ESP: systemd-boot (or the UKI) as the removable-media default loader.
+  const b = i.boot;
+  const espFiles = b.kind === 'uki' ? [b.uki] : [b.vmlinuz, b.initrd, b.bootloader];
+  const espPayload = espFiles.reduce((n, f) => n + statSync(f).size, 0);
   const espBytes = roundMiB(espPayload * 1.05 + 4 * MiB);
   mkdirSync(i.work, { recursive: true });
   const esp = join(i.work, 'esp.img');
@@ -79,14 +84,20 @@ export async function buildUsbImage(i: UsbImageInput): Promise<{ bytes: number; 
   await execFile('mkfs.vfat', ['--invariant', '-n', 'BOOTLINEEFI', '-i', 'B0071E4E', esp]);
   const fatTime = String(Math.max(i.mtime, FAT_EPOCH));
   const mt = (args: string[]) => execFile(args[0]!, args.slice(1), { env: { ...process.env, MTOOLS_SKIP_CHECK: '1', SOURCE_DATE_EPOCH: fatTime, TZ: 'UTC' } });
-  await mt(['mmd', '-i', esp, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
-  const loaderDir = join(i.work, 'loader');
-  mkdirSync(join(loaderDir, 'entries'), { recursive: true });
-  for (const [p, text] of Object.entries(loader)) writeFileSync(join(i.work, p), text);
-  await mt(['mcopy', '-i', esp, i.bootloader, '::/EFI/BOOT/BOOTX64.EFI']);
-  await mt(['mcopy', '-i', esp, i.vmlinuz, '::/vmlinuz']);
-  await mt(['mcopy', '-i', esp, i.initrd, '::/initrd.img']);
-  for (const p of Object.keys(loader)) await mt(['mcopy', '-i', esp, join(i.work, p), `::/${p}`]);
+  if (b.kind === 'uki') {
+    await mt(['mmd', '-i', esp, '::/EFI', '::/EFI/BOOT']);
+    await mt(['mcopy', '-i', esp, b.uki, '::/EFI/BOOT/BOOTX64.EFI']);
+  } else {
+    const loader = loaderFiles(b.cmdline);
+    await mt(['mmd', '-i', esp, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
+    const loaderDir = join(i.work, 'loader');
+    mkdirSync(join(loaderDir, 'entries'), { recursive: true });
+    for (const [p, text] of Object.entries(loader)) writeFileSync(join(i.work, p), text);
+    await mt(['mcopy', '-i', esp, b.bootloader, '::/EFI/BOOT/BOOTX64.EFI']);
+    await mt(['mcopy', '-i', esp, b.vmlinuz, '::/vmlinuz']);
+    await mt(['mcopy', '-i', esp, b.initrd, '::/initrd.img']);
+    for (const p of Object.keys(loader)) await mt(['mcopy', '-i', esp, join(i.work, p), `::/${p}`]);
+  }
 
   // The data partition (Isar's install data): ext4, populated from a folder.
   const dataDir = join(i.work, 'data');

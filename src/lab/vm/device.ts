@@ -30,7 +30,7 @@ export interface DeviceOptions {
   /** A raw image the disk starts as (copied sparsely, grown to diskBytes): a device that already has its OS. */
   diskImage?: string;
   firmware: FirmwareChoice;
-  usb?: string;
+  usb?: string[];
   tftpDir: string;
   bootfile: string;
   tpm: boolean;
@@ -92,7 +92,7 @@ export async function startDevice(o: DeviceOptions): Promise<DeviceRecord> {
       cpus: o.cpus,
       firmware: { code: o.firmware.code, vars: p.vars, secureBoot: o.firmware.secureBoot },
       disk: p.disk,
-      ...(o.usb ? { usb: o.usb } : {}),
+      ...(o.usb && o.usb.length > 0 ? { usb: o.usb } : {}),
       net: { mac: id.mac, tftpDir: o.tftpDir, bootfile: o.bootfile, romfile: IPXE_VIRTIO_ROM },
       ...(o.tpm ? { tpm: { socket: p.tpmSocket, model: o.tpmModel } } : {}),
       smbios: { serial: id.serial, uuid: id.uuid, manufacturer: 'bootline', product: 'lab-device' },

@@ -43,8 +43,8 @@ export interface LabOptions {
   vars?: VarsTemplate;
   /** A raw disk image each device's disk starts as (sparse copy, grown to diskSize): devices that already have an OS. */
   diskImage?: string;
-  /** A raw installer image attached read-only as a USB stick, booted before the network. */
-  usb?: string;
+  /** A raw installer image attached read-only as a USB stick, booted before the network; several are booted in their order. */
+  usb?: string | string[];
   /** A TPM 2.0 per device (default true). */
   tpm?: boolean;
   tpmModel?: TpmModel;
@@ -103,7 +103,8 @@ export function checkLabOptions(o: LabOptions): Checked {
   if (o.vars !== undefined && o.vars !== 'empty' && o.vars !== 'ms') throw new LabError(`--vars must be "empty" or "ms", not ${JSON.stringify(o.vars)}`);
   const diskSize = o.diskSize ?? DEFAULTS.diskSize;
   const diskBytes = typeof diskSize === 'number' ? parseDiskSize(String(diskSize)) : parseDiskSize(diskSize);
-  if (o.usb !== undefined && !(existsSync(o.usb) && statSync(o.usb).isFile())) throw new LabError(`--usb ${o.usb}: no such file (give a raw installer image)`);
+  for (const stick of o.usb === undefined ? [] : [o.usb].flat())
+    if (!(existsSync(stick) && statSync(stick).isFile())) throw new LabError(`--usb ${stick}: no such file (give a raw installer image)`);
   if (o.diskImage !== undefined && !(existsSync(o.diskImage) && statSync(o.diskImage).isFile())) throw new LabError(`--disk-image ${o.diskImage}: no such file (give a raw disk image)`);
   return { devices: o.devices, diskBytes, memoryMiB, cpus, id, guestUrl: guestServerUrl(o.serverUrl) };
 }
@@ -178,7 +179,7 @@ export async function startLab(o: LabOptions): Promise<Lab> {
         diskBytes: c.diskBytes,
         ...(o.diskImage ? { diskImage: resolve(o.diskImage) } : {}),
         firmware,
-        ...(o.usb ? { usb: resolve(o.usb) } : {}),
+        ...(o.usb ? { usb: [o.usb].flat().map((f) => resolve(f)) } : {}),
         tftpDir,
         bootfile: DEFAULTS.bootfile,
         tpm,

@@ -21,8 +21,8 @@ export interface QemuDeviceSpec {
   firmware: { code: string; vars: string; secureBoot: boolean };
   /** Raw disk image (a sparse file). */
   disk: string;
-  /** Raw installer image attached as a read-only USB stick, booted first. */
-  usb?: string;
+  /** Raw installer images attached as read-only USB sticks, booted first, in this order. */
+  usb?: string | string[];
   net: { mac: string; tftpDir: string; bootfile: string; romfile: string };
   /** swtpm's control socket; no TPM without it. */
   tpm?: { socket: string; model: TpmModel };
@@ -56,13 +56,14 @@ export function qemuArgs(s: QemuDeviceSpec): string[] {
     '-drive', `if=pflash,format=raw,unit=1,file=${q(s.firmware.vars)}`,
   );
   let bootindex = 0;
-  if (s.usb) {
+  const sticks = s.usb === undefined ? [] : [s.usb].flat();
+  if (sticks.length > 0) args.push('-device', 'qemu-xhci,id=xhci');
+  sticks.forEach((stick, n) => {
     args.push(
-      '-drive', `if=none,id=usb0,format=raw,readonly=on,file=${q(s.usb)}`,
-      '-device', 'qemu-xhci,id=xhci',
-      '-device', `usb-storage,bus=xhci.0,drive=usb0,bootindex=${bootindex++}`,
+      '-drive', `if=none,id=usb${n},format=raw,readonly=on,file=${q(stick)}`,
+      '-device', `usb-storage,bus=xhci.0,drive=usb${n},bootindex=${bootindex++}`,
     );
-  }
+  });
   for (const knob of OVMF_NETWORK_OFF) args.push('-fw_cfg', `name=opt/org.tianocore/${knob},string=no`);
   args.push(
     '-netdev', `user,id=net0,tftp=${q(s.net.tftpDir)},bootfile=${q(s.net.bootfile)}`,

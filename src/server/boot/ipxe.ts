@@ -10,6 +10,9 @@
 // If that request fails the script retries a few times, then exits so that the firmware
 // boots the next device (the local disk).
 //
+// An installer built as a Unified Kernel Image (deviceUkiBootScript) is one EFI image that
+// iPXE chain-loads with the same parameters; the firmware checks its signature.
+//
 // The per-device script (deviceBootScript) loads the installer's kernel with
 // `initrd=<name>` (needed by EFI-stub kernels to find the initrd iPXE registered under
 // that name), bootline.server and a short-lived bootline.token, then its initrd under the
@@ -140,6 +143,29 @@ export interface DeviceBootScriptInput {
 /** Parameters bootline sets itself and that `cmdline` may therefore not repeat. */
 const RESERVED_PARAMS = ['initrd', 'bootline.server', 'bootline.token'];
 
+/** bootline.server, bootline.token and the further parameters, each checked. */
+function deviceParams(base: string, tokenIn: string, cmdline: string[]): string[] {
+  const token = check('token', tokenIn, TOKEN);
+  if (!TOKEN.test(token)) throw new BootScriptError('token is refused: use letters, digits, "_", ".", "~" and "-" (at most 512)');
+  if (!Array.isArray(cmdline)) throw new BootScriptError('cmdline must be an array of kernel parameters');
+  const params = cmdline.map((p, i) => {
+    check(`kernel command line parameter ${i + 1}`, p, CMDLINE_PARAM);
+    const key = p.split('=', 1)[0]!;
+    if (RESERVED_PARAMS.includes(key)) throw new BootScriptError(`kernel command line parameter ${JSON.stringify(p)} is refused: bootline sets ${key}= itself`);
+    return p;
+  });
+  return [`bootline.server=${base}`, `bootline.token=${token}`, ...params];
+}
+
+/** What the script does when loading or starting the installer fails: start over. */
+const failedTail = (base: string) => [
+  ':bootline_failed',
+  'echo bootline: could not boot the installer, starting over in 10 s',
+  'sleep 10',
+  `chain --replace --autofree ${base}/boot.ipxe`,
+  '',
+];
+
 /** The per-device script: kernel, initrd, boot. */
 export function deviceBootScript(input: DeviceBootScriptInput): string {
   const base = checkBase(input.baseUrl);
@@ -147,16 +173,7 @@ export function deviceBootScript(input: DeviceBootScriptInput): string {
   const initrdUrl = checkUrl('initrdUrl', input.initrdUrl);
   const name = check('initrdName', input.initrdName, IMAGE_NAME);
   if (!IMAGE_NAME.test(name)) throw new BootScriptError(`initrdName ${JSON.stringify(name)} is refused: use letters, digits, "_", ".", "+" and "-"`);
-  const token = check('token', input.token, TOKEN);
-  if (!TOKEN.test(token)) throw new BootScriptError('token is refused: use letters, digits, "_", ".", "~" and "-" (at most 512)');
-  if (!Array.isArray(input.cmdline)) throw new BootScriptError('cmdline must be an array of kernel parameters');
-  const params = input.cmdline.map((p, i) => {
-    check(`kernel command line parameter ${i + 1}`, p, CMDLINE_PARAM);
-    const key = p.split('=', 1)[0]!;
-    if (RESERVED_PARAMS.includes(key)) throw new BootScriptError(`kernel command line parameter ${JSON.stringify(p)} is refused: bootline sets ${key}= itself`);
-    return p;
-  });
-  const kernelArgs = [`initrd=${name}`, `bootline.server=${base}`, `bootline.token=${token}`, ...params].join(' ');
+  const kernelArgs = [`initrd=${name}`, ...deviceParams(base, input.token, input.cmdline)].join(' ');
   return [
     '#!ipxe',
     '# bootline: per-device boot script (the token in it expires soon).',
@@ -164,11 +181,34 @@ export function deviceBootScript(input: DeviceBootScriptInput): string {
     `kernel ${kernelUrl} ${kernelArgs} || goto bootline_failed`,
     `initrd --name ${name} ${initrdUrl} || goto bootline_failed`,
     'boot || goto bootline_failed',
-    ':bootline_failed',
-    'echo bootline: could not boot the installer, starting over in 10 s',
-    'sleep 10',
-    `chain --replace --autofree ${base}/boot.ipxe`,
-    '',
+    ...failedTail(base),
+  ].join('\n');
+}
+
+export interface DeviceUkiBootScriptInput {
+  baseUrl: string;
+  /** The installer as a (signed) Unified Kernel Image. */
+  ukiUrl: string;
+  cmdline: string[];
+  token: string;
+}
+
+/**
+ * The per-device script for an installer built as a UKI (build-installer --sign-key): one
+ * EFI image, which the firmware checks against db when Secure Boot is on. Its arguments
+ * become the kernel command line: the netboot UKI has no built-in one, and systemd-stub
+ * then passes on its loader's, with Secure Boot on too (docs/secureboot-lab.md says why).
+ */
+export function deviceUkiBootScript(input: DeviceUkiBootScriptInput): string {
+  const base = checkBase(input.baseUrl);
+  const ukiUrl = checkUrl('ukiUrl', input.ukiUrl);
+  const args = deviceParams(base, input.token, input.cmdline).join(' ');
+  return [
+    '#!ipxe',
+    '# bootline: per-device boot script (the token in it expires soon).',
+    'echo bootline: loading the installer (unified kernel image)',
+    `chain --autofree ${ukiUrl} ${args} || goto bootline_failed`,
+    ...failedTail(base),
   ].join('\n');
 }
 

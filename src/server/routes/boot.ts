@@ -7,11 +7,13 @@ import { Type } from '@sinclair/typebox';
 import type { AppContext } from '../app.ts';
 import { bootToken } from '../credentials.ts';
 import { chooseRule } from '../plan-resolve.ts';
-import { deviceBootScript, exitScript, genericBootScript } from '../boot/ipxe.ts';
+import { deviceBootScript, deviceUkiBootScript, exitScript, genericBootScript } from '../boot/ipxe.ts';
 import { serveFile } from '../images/serve.ts';
 
 /** The installer's files in the data dir (`bootline lab build-installer` puts them there). */
 export const INSTALLER_FILES = { kernel: 'vmlinuz', initrd: 'initrd.img' } as const;
+/** The installer as a (signed) Unified Kernel Image: when it is there, devices boot it instead (Secure Boot needs it). */
+export const INSTALLER_UKI = 'bootline-installer.efi';
 
 export function bootRoutes(app: FastifyInstance, ctx: AppContext): void {
   const installerDir = join(ctx.config.data, 'installer');
@@ -33,13 +35,15 @@ export function bootRoutes(app: FastifyInstance, ctx: AppContext): void {
       // Provisioned: its disk holds the target, and booting the installer again would start
       // over (a device's firmware usually tries the network first). POST .../reprovision undoes it.
       if (known?.state === 'succeeded') return ipxe(reply, exitScript(`${known.serial ?? mac} is provisioned`));
+      const base = ctx.baseUrl(req);
+      const token = bootToken(ctx.secret, mac, Date.now() + ctx.config.bootTokenTtl * 1000);
+      if (existsSync(join(installerDir, INSTALLER_UKI)))
+        return ipxe(reply, deviceUkiBootScript({ baseUrl: base, ukiUrl: `${base}/installer/${INSTALLER_UKI}`, cmdline: ctx.config.installerCmdline, token }));
       const missing = Object.values(INSTALLER_FILES).filter((f) => !existsSync(join(installerDir, f)));
       if (missing.length) {
         req.log.warn({ missing, installerDir }, 'installer files missing');
         return ipxe(reply, exitScript(`the server has no installer (${missing.join(', ')} missing in ${installerDir})`));
       }
-      const base = ctx.baseUrl(req);
-      const token = bootToken(ctx.secret, mac, Date.now() + ctx.config.bootTokenTtl * 1000);
       return ipxe(
         reply,
         deviceBootScript({
@@ -58,7 +62,7 @@ export function bootRoutes(app: FastifyInstance, ctx: AppContext): void {
     method: ['GET', 'HEAD'],
     url: '/installer/:file',
     exposeHeadRoute: false,
-    schema: { summary: "The installer's kernel and initramfs", tags: ['boot'], params: Type.Object({ file: Type.Union(Object.values(INSTALLER_FILES).map((f) => Type.Literal(f))) }) },
+    schema: { summary: "The installer's kernel and initramfs, or its unified kernel image", tags: ['boot'], params: Type.Object({ file: Type.Union([...Object.values(INSTALLER_FILES), INSTALLER_UKI].map((f) => Type.Literal(f))) }) },
     handler: async (req, reply) => serveFile(req, reply, join(installerDir, req.params.file), (n) => ctx.metrics.bytesServed.inc({ kind: 'installer' }, n)),
   });
 }
