@@ -20,7 +20,10 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
   gzip pigz xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
   postgresql curl ipxe dnsmasq
-  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils)
+  qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils
+  # the dashboard's browser tests and benchmark drive Debian's Chromium with playwright-core
+  chromium
+)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
