@@ -20,7 +20,7 @@ export const TileView = memo(function TileView({ tile, stalled, nowMs }: { tile:
         </div>
         <div className="tile-task">{d.currentTask ?? (d.state === 'enrolled' ? 'waiting to start' : '—')}</div>
         <div className="bar" role="progressbar" aria-valuemin={0} aria-valuemax={100} aria-valuenow={pct} aria-label={`${name} progress`}>
-          <div className="bar-fill" style={{ width: `${Math.min(100, Math.max(0, d.progress))}%` }} />
+          <div className="bar-fill" style={{ transform: `scaleX(${Math.min(100, Math.max(0, d.progress)) / 100})` }} />
         </div>
         <div className="tile-meta">
           <span className="tile-pct">{pct}%</span>
