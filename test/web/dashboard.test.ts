@@ -164,11 +164,20 @@ describe('dashboard in Chromium', () => {
     assert.deepEqual(await visible(), ['A-0002']);
     await page.locator('[data-count=failed]').click();
     await page.waitForFunction(() => document.querySelectorAll('li.tile').length === 4);
+    // Every control has a name a screen reader reads out.
+    const unnamed = await page.evaluate(() =>
+      [...document.querySelectorAll('input, select, textarea, button, a')]
+        .filter((el) => !((el as HTMLInputElement).labels?.length || el.getAttribute('aria-label') || el.textContent?.trim()))
+        .map((el) => el.outerHTML.slice(0, 80)),
+    );
+    assert.deepEqual(unnamed, []);
   });
 
   it("a device's page shows its run timeline, live log tail and report", async () => {
     const a1 = devices.find((d) => d.serial === 'A-0001')!;
-    await tile('A-0001').locator('a').click();
+    // By keyboard: a tile is a link.
+    await tile('A-0001').locator('a').focus();
+    await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: /^A-0001/ }).waitFor();
     const timeline = page.locator('table.timeline');
     await timeline.locator('tr.task-ok th', { hasText: 'check-hardware' }).waitFor();
