@@ -92,7 +92,7 @@ export function App() {
       </header>
       <main id="main" tabIndex={-1}>
         {view === 'device' && arg ? (
-          <DeviceView api={api} id={arg} />
+          <DeviceView key={arg} api={api} id={arg} />
         ) : view === 'plans' ? (
           <PlansView api={api} />
         ) : view === 'images' ? (

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from './test-server.ts';
 import { runEvents } from './events-fixture.ts';
 import { startPostgres } from './pg.ts';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { findWebRoot } from '../../src/server/routes/web.ts';
 
 function suite(kind: 'sqlite' | 'postgres') {
@@ -96,6 +98,13 @@ describe('the built dashboard', () => {
     } finally {
       await named.close();
     }
+  });
+
+  it("leaves the dashboard out of the agent's single-file bundle", () => {
+    const agent = readFileSync(join(import.meta.dirname, '..', '..', 'dist', 'bootline.mjs'), 'utf8');
+    const page = readdirSync(join(findWebRoot()!, 'assets')).filter((f) => f.endsWith('.js')).map((f) => readFileSync(join(findWebRoot()!, 'assets', f), 'utf8')).join('');
+    assert.match(page, /createRoot/, 'the page bundle has React');
+    assert.doesNotMatch(agent, /createRoot|react-dom|__bootlineMeasure/);
   });
 
   it('serves the page and its assets without credentials, with a strict content security policy', async () => {

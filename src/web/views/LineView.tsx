@@ -66,6 +66,7 @@ export function LineView({ api }: { api: Api }) {
         setServerStall(snap.stalledAfter);
         model.load(snap);
         setVersion(model.version);
+        let lost = false;
         stream = followStream(
           '/api/v1/stream?logs=false&intervalMs=100',
           authHeader(api.credentials),
@@ -74,7 +75,22 @@ export function LineView({ api }: { api: Api }) {
             queue.push(...(JSON.parse(m.data) as StreamEntry[]));
             if (!frame) frame = requestAnimationFrame(flush);
           },
-          setLive,
+          (state) => {
+            setLive(state);
+            if (!state.live) lost = true;
+            // Back after a lost connection: what happened meanwhile comes from a fresh load.
+            else if (lost) {
+              lost = false;
+              api.line().then(
+                (again) => {
+                  if (stopped) return;
+                  model.load(again);
+                  setVersion(model.version);
+                },
+                (e: Error) => setError(e.message),
+              );
+            }
+          },
         );
       })
       .catch((e: Error) => setError(e.message));
