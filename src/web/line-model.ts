@@ -17,6 +17,8 @@ export interface Tile {
   bytesTotal: number | null;
   /** Time (ms since the epoch) the newest event applied was made: for the event-to-paint measurement. */
   lastEventMs: number | null;
+  /** When the server received that event (its clock): splits the latency into before and after the server. */
+  lastReceivedMs: number | null;
 }
 
 export const STATES: DeviceState[] = ['running', 'failed', 'enrolled', 'succeeded', 'aborted'];
@@ -24,7 +26,7 @@ export const STATES: DeviceState[] = ['running', 'failed', 'enrolled', 'succeede
 export type StateFilter = DeviceState | 'stalled' | '';
 
 export function tileOf(device: LineDevice): Tile {
-  return { device, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null };
+  return { device, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null, lastReceivedMs: null };
 }
 
 export class LineModel {
@@ -57,7 +59,10 @@ export class LineModel {
           t.rate = t.bytesDone = t.bytesTotal = null;
         }
         const ms = Date.parse(e.ts);
-        if (Number.isFinite(ms) && (t.lastEventMs === null || ms > t.lastEventMs)) t.lastEventMs = ms;
+        if (Number.isFinite(ms) && (t.lastEventMs === null || ms > t.lastEventMs)) {
+          t.lastEventMs = ms;
+          t.lastReceivedMs = Date.parse(e.receivedAt);
+        }
       }
       // The start of a run seen only by its id (joined mid-run): the first event's time is the best guess.
       if (t.device.runStartedAt === null && device.currentRun && device.state === 'running') {

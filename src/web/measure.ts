@@ -4,6 +4,8 @@
 export interface Measurements {
   /** ms from an event's time stamp (its `ts`, the sender's clock) to the frame after the tile showing it was committed. */
   latencies: number[];
+  /** ms from the server's receipt of that event (its receivedAt) to the same frame. */
+  fromServer: number[];
   /** ms between consecutive animation frames. */
   frames: number[];
   /** Stream entries applied. */
@@ -23,7 +25,7 @@ let frameLoop = false;
 export function startFrameClock(): void {
   if (!measuring || frameLoop) return;
   frameLoop = true;
-  const m = (window.__bootlineMeasure ??= { latencies: [], frames: [], applied: 0 });
+  const m = (window.__bootlineMeasure ??= { latencies: [], fromServer: [], frames: [], applied: 0 });
   let last = performance.now();
   const tick = (t: number) => {
     m.frames.push(t - last);
@@ -34,12 +36,13 @@ export function startFrameClock(): void {
 }
 
 /** Records, at the next frame, how old the newest events of the tiles just committed are. */
-export function recordPaint(eventTimes: number[], applied: number): void {
+export function recordPaint(eventTimes: number[], receivedTimes: number[], applied: number): void {
   if (!measuring || eventTimes.length === 0) return;
-  const m = (window.__bootlineMeasure ??= { latencies: [], frames: [], applied: 0 });
+  const m = (window.__bootlineMeasure ??= { latencies: [], fromServer: [], frames: [], applied: 0 });
   m.applied += applied;
   requestAnimationFrame(() => {
     const now = Date.now();
     for (const t of eventTimes) m.latencies.push(now - t);
+    for (const t of receivedTimes) m.fromServer.push(now - t);
   });
 }

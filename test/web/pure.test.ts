@@ -67,10 +67,10 @@ describe('line model', () => {
 
   it('filters by state, stalled, plan, batch and text, counts per state, sorts what needs attention first', () => {
     const tiles: Tile[] = [
-      { device: { ...device('ok1', { state: 'succeeded', progress: 100 }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null },
-      { device: { ...device('run1', { plan: 'p2' }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null },
-      { device: { ...device('bad1', { state: 'failed', message: 'disk full', batch: 'b2' }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null },
-      { device: { ...device('run2', { lastSeen: '2026-12-01T09:00:00.000Z' }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null },
+      { device: { ...device('ok1', { state: 'succeeded', progress: 100 }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null, lastReceivedMs: null },
+      { device: { ...device('run1', { plan: 'p2' }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null, lastReceivedMs: null },
+      { device: { ...device('bad1', { state: 'failed', message: 'disk full', batch: 'b2' }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null, lastReceivedMs: null },
+      { device: { ...device('run2', { lastSeen: '2026-12-01T09:00:00.000Z' }), runStartedAt: null }, rate: null, bytesDone: null, bytesTotal: null, lastEventMs: null, lastReceivedMs: null },
     ];
     const now = Date.parse('2026-12-01T10:00:30.000Z');
     const stalled = (t: Tile) => isStalled(t.device, 120, now);

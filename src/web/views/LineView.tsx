@@ -51,11 +51,13 @@ export function LineView({ api }: { api: Api }) {
       model.apply(batch);
       setVersion(model.version);
       const times: number[] = [];
+      const received: number[] = [];
       for (const e of batch) {
-        const t = model.tiles.get(e.device.id)?.lastEventMs;
-        if (t) times.push(t);
+        const t = model.tiles.get(e.device.id);
+        if (t?.lastEventMs) times.push(t.lastEventMs);
+        if (t?.lastReceivedMs) received.push(t.lastReceivedMs);
       }
-      recordPaint(times, batch.length);
+      recordPaint(times, received, batch.length);
     };
     let stream: { close(): void } | undefined;
     api
