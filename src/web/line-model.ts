@@ -84,15 +84,19 @@ export function isStalled(d: Pick<Device, 'state' | 'lastSeen'>, stallSeconds: n
   return d.state === 'running' && nowMs - Date.parse(d.lastSeen) > stallSeconds * 1000;
 }
 
+/** The run's time so far; for a run that ended, up to its last event (so a finished tile stops counting). */
 export function elapsedMs(d: LineDevice, nowMs: number): number | null {
   if (!d.runStartedAt) return null;
-  return Math.max(0, nowMs - Date.parse(d.runStartedAt));
+  const until = d.state === 'running' ? nowMs : Math.min(nowMs, Date.parse(d.lastSeen));
+  return Math.max(0, until - Date.parse(d.runStartedAt));
 }
 
-/** Remaining time if the run keeps its pace so far (progress is effort-weighted). */
+/** Remaining time if the run keeps its pace so far (progress is effort-weighted); none before the pace means anything. */
+const ETA_AFTER_MS = 5000;
+
 export function etaMs(d: LineDevice, nowMs: number): number | null {
   const el = elapsedMs(d, nowMs);
-  if (d.state !== 'running' || el === null || d.progress <= 0.5 || d.progress >= 100) return null;
+  if (d.state !== 'running' || el === null || el < ETA_AFTER_MS || d.progress <= 0.5 || d.progress >= 100) return null;
   return (el * (100 - d.progress)) / d.progress;
 }
 

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseSse } from '../../src/web/sse.ts';
-import { LineModel, countStates, etaMs, isStalled, matches, sortTiles, type StreamEntry, type Tile } from '../../src/web/line-model.ts';
+import { LineModel, countStates, elapsedMs, etaMs, isStalled, matches, sortTiles, type StreamEntry, type Tile } from '../../src/web/line-model.ts';
 import { buildTimeline } from '../../src/web/run-timeline.ts';
 import type { Device, StoredEvent } from '../../src/api/admin.ts';
 import { runEvents } from '../server/events-fixture.ts';
@@ -63,6 +63,9 @@ describe('line model', () => {
     const d = { ...device('d1', { progress: 25 }), runStartedAt: '2026-12-01T10:00:00.000Z' };
     assert.equal(etaMs(d, now), 15 * 60_000, '5 minutes for 25%: 15 minutes to go');
     assert.equal(etaMs({ ...d, state: 'succeeded' }, now), null);
+    const ended = { ...d, state: 'succeeded' as const, lastSeen: '2026-12-01T10:02:00.000Z' };
+    assert.equal(elapsedMs(ended, now), 120_000, 'a finished run stops counting at its last event');
+    assert.equal(elapsedMs(d, now), 300_000);
   });
 
   it('filters by state, stalled, plan, batch and text, counts per state, sorts what needs attention first', () => {

@@ -122,7 +122,7 @@ export function LineView({ api }: { api: Api }) {
     window.history.replaceState(null, '', `${window.location.pathname}${qs ? `?${qs}` : ''}${window.location.hash}`);
   }, [filter]);
 
-  const serverNow = Math.floor((now + clockOffset) / 1000) * 1000;
+  const serverNow = now + clockOffset;
   const stalledOf = useCallback((t: Tile) => isStalled(t.device, stall, serverNow), [stall, serverNow]);
   const all = [...model.tiles.values()];
   const counts = countStates(all, stalledOf);
