@@ -32,3 +32,8 @@ await build({
   outfile: 'dist/bootline-server.mjs',
   packages: 'external',
 });
+
+// The dashboard (src/web, React): built by Vite into dist/web, which the server serves. The
+// agent's bundle above imports none of it.
+const { build: viteBuild } = await import('vite');
+await viteBuild({ configFile: new URL('../src/web/vite.config.ts', import.meta.url).pathname });

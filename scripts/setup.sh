@@ -30,7 +30,10 @@ DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfsto
   tpm2-tools
   # package:deb's test: a Debian 13 root to install the .deb into, and lintian to check it
   mmdebstrap
-  lintian)
+  lintian
+  # the dashboard's browser tests and benchmark drive Debian's Chromium with playwright-core
+  chromium
+)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

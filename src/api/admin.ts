@@ -120,3 +120,30 @@ export const EnrollmentToken = Type.Object({
   uses: Type.Integer(),
 });
 export type EnrollmentToken = Static<typeof EnrollmentToken>;
+
+/** A device as the dashboard's line view shows it: the record and when its current run started. */
+export const LineDevice = Type.Intersect([Device, Type.Object({ runStartedAt: Nullable(Time) })]);
+export type LineDevice = Static<typeof LineDevice>;
+
+/** The line view's first load; the event stream (/api/v1/stream) keeps it current. */
+export const LineSnapshot = Type.Object({
+  /** The server's clock, so that a browser with another clock computes elapsed and stalled times right. */
+  now: Time,
+  /** The server's `stalledAfter` setting: the dashboard's default stall time, seconds. */
+  stalledAfter: Type.Integer(),
+  counts: Type.Record(Type.String(), Type.Integer()),
+  devices: Type.Array(LineDevice),
+});
+export type LineSnapshot = Static<typeof LineSnapshot>;
+
+/** What an operator pastes into the line's network setup. */
+export const SetupSnippets = Type.Object({
+  /** The URL devices reach this server at (publicUrl, or this request's host). */
+  baseUrl: Type.String(),
+  /** The generic iPXE script (also served at /boot.ipxe), for an iPXE build or a USB stick. */
+  ipxe: Type.String(),
+  /** The proxy-DHCP dnsmasq configuration, or null when it cannot be made from baseUrl (then dnsmasqError says why). */
+  dnsmasq: Nullable(Type.String()),
+  dnsmasqError: Nullable(Type.String()),
+});
+export type SetupSnippets = Static<typeof SetupSnippets>;

@@ -14,6 +14,8 @@ import { deviceRoutes } from './routes/device.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { streamRoutes } from './routes/stream.ts';
 import { bootRoutes } from './routes/boot.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
+import { webRoutes } from './routes/web.ts';
 import { imageRoutes } from './images/serve.ts';
 
 export interface AppDeps {
@@ -102,6 +104,8 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; c
   await app.register(async (scope) => adminRoutes(scope, ctx));
   await app.register(async (scope) => streamRoutes(scope, ctx));
   await app.register(async (scope) => bootRoutes(scope, ctx));
+  await app.register(async (scope) => dashboardRoutes(scope, ctx));
+  await app.register(async (scope) => webRoutes(scope));
   await app.register(async (scope) =>
     imageRoutes(scope, { dataDir: config.data, store: deps.store, onBytes: (n: number) => ctx.metrics.bytesServed.inc({ kind: 'image' }, n) }),
   );

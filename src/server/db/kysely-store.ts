@@ -940,6 +940,17 @@ export class KyselyStore implements Store {
     return r?.content;
   }
 
+  async runStarts(runIds: string[]): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    // In slices: SQLite takes at most 32766 parameters, and a line has a few hundred devices.
+    for (let i = 0; i < runIds.length; i += 500) {
+      const slice = runIds.slice(i, i + 500);
+      const rows = await this.db.selectFrom('runs').select(['id', 'started_at']).where('id', 'in', slice).execute();
+      for (const r of rows) out[r.id] = r.started_at;
+    }
+    return out;
+  }
+
   async listRunsForExport(filter: { batch?: string; from?: string; to?: string }): Promise<{ run: Run; device: Device }[]> {
     let q = this.db
       .selectFrom('runs')

@@ -83,6 +83,8 @@ export interface Store {
   /** Runs (with their device) started in [from, to), for a batch export. */
   listRunsForExport(filter: { batch?: string; from?: string; to?: string }): Promise<{ run: Run; device: Device }[]>;
   countEvents(): Promise<number>;
+  /** When each of these runs started (runs not found are left out): the dashboard's elapsed times. */
+  runStarts(runIds: string[]): Promise<Record<string, string>>;
 
   listPlans(): Promise<Plan[]>;
   getPlan(name: string): Promise<Plan | undefined>;

@@ -61,7 +61,9 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
         if (!only || msg.device.id === only) coalesce(pending, msg, logs);
       });
       const flush = setInterval(() => {
-        if (pending.size === 0) return;
+        // A dashboard that reads slower than the line changes (a busy browser): keep folding
+        // into `pending` until its socket drains, so it gets the latest state, not a growing backlog.
+        if (pending.size === 0 || res.writableNeedDrain) return;
         const batch = [...pending.values()];
         pending = new Map();
         res.write(`id: ${++id}\nevent: devices\ndata: ${JSON.stringify(batch)}\n\n`);
