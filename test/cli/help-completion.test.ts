@@ -60,10 +60,10 @@ test('bash completion, generated from the command tree, completes subcommands an
     const out = execFileSync('bash', ['-c', `source "$0"; COMP_WORDS=(${words.map((w) => `"${w}"`).join(' ')}); COMP_CWORD=${words.length - 1}; _bootline; printf '%s\\n' "\${COMPREPLY[@]}"`, script], { encoding: 'utf8' });
     return out.split('\n').filter(Boolean).sort();
   };
-  assert.deepEqual(complete('bootline '), ['--help', '-h', '--version', '-V', 'completion', 'image', 'lab', 'run', 'serve'].sort());
+  assert.deepEqual(complete('bootline '), ['--help', '-h', '--version', '-V', 'completion', 'image', 'lab', 'run', 'secureboot', 'serve'].sort());
   assert.deepEqual(complete('bootline image co'), ['copy']);
   assert.deepEqual(complete('bootline image copy --bm'), ['--bmap', '--bmap-sig']);
-  assert.deepEqual(complete('bootline lab '), complete('bootline lab ').filter((w) => ['build-installer', 'up', 'down', 'status', 'demo'].includes(w) || w.startsWith('-')));
+  assert.deepEqual(complete('bootline lab '), complete('bootline lab ').filter((w) => ['build-installer', 'up', 'down', 'status', 'demo', 'sim'].includes(w) || w.startsWith('-')));
   assert.ok(complete('bootline lab ').includes('build-installer'));
   // After an option that takes a value, the shell's own (file) completion takes over.
   assert.deepEqual(complete('bootline run --config '), []);

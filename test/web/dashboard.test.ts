@@ -271,14 +271,25 @@ describe('dashboard in Chromium', () => {
           await d.progress(41, { log: 'deploy-image: range 1312-1344 MiB: sha256 mismatch, re-reading from the source' });
           const inv = await s.call('PUT', '/api/v1/device/inventory', {
             token: d.credential,
+            // A document as collect-inventory sends it (the server checks it against the published schema).
             body: {
+              format: 'bootline-inventory/1',
+              collectedAt: new Date().toISOString(),
+              serial: d.serial,
               system: { serial: d.serial, vendor: 'ACME Industrial', product: 'IPC-5000' },
-              cpus: [{ model: 'Intel(R) Atom(TM) x6425E @ 2.00GHz', cores: 4 }],
+              board: {},
+              chassis: {},
+              firmware: { mode: 'uefi', vendor: 'American Megatrends International, LLC.', version: '5.19' },
+              cpus: { architecture: 'x64', model: 'Intel(R) Atom(TM) x6425E @ 2.00GHz', vendor: 'GenuineIntel', sockets: 1, cores: 4, threads: 4 },
               memory: { totalBytes: 8589934592 },
-              disks: [{ name: 'sda', model: 'SanDisk SDSSDA240G', serial: '184302A00231', sizeBytes: 240057409536 }],
-              nics: [{ name: 'enp1s0', mac: d.mac, link: 'up' }],
+              disks: [{ name: 'sda', model: 'SanDisk SDSSDA240G', serial: '184302A00231', sizeBytes: 240057409536, transport: 'ata', rotational: false, removable: false }],
+              nics: [{ name: 'enp1s0', mac: d.mac, state: 'up', carrier: true }],
+              pci: [],
+              usb: [],
               tpm: { present: true, version: '2.0', manufacturer: 'INTC' },
-              secureBoot: { enabled: false, setupMode: true },
+              secureBoot: { supported: true, enabled: false, setupMode: true },
+              commands: [],
+              errors: [],
             },
           });
           assert.equal(inv.status, 204, inv.text);
