@@ -47,10 +47,11 @@ interface Tool {
 // -q: progress/info lines on stderr would otherwise read as errors (lz4 prints "decoded N bytes").
 const TOOLS: Record<Exclude<Compression, 'none' | 'gzip'>, Tool> = {
   zstd: { commands: [{ cmd: 'zstd', args: ['-dc', '-q'] }], pkg: 'zstd' },
-  // -T0: xz 5.4 decompresses multi-block files (xz -T0 output) in parallel. Its default limit let
-  // it take 141 MB for a -6 image on 2 cores; 64 MiB measured 72 MB, still with both threads and
-  // the same time (48 MiB falls back to one thread, +40%), which keeps node and xz under 150 MB.
-  xz: { commands: [{ cmd: 'xz', args: ['-dc', '-T0', '--memlimit-mt=64MiB'] }], pkg: 'xz-utils' },
+  // -T0: xz 5.4 decompresses multi-block files (xz -T0 output) in parallel. It then takes about
+  // 141 MB for a -6 image on 2 cores. --memlimit-mt=64MiB brought that to 72 MB, but with one
+  // thread: the benchmark's xz decompression alone took 27 s, no faster than bmaptool's whole
+  // copy, where -T0 had been 1.5-1.6x faster than it. Speed first; docs/image.md says the memory.
+  xz: { commands: [{ cmd: 'xz', args: ['-dc', '-T0'] }], pkg: 'xz-utils' },
   // lbzip2 and pbzip2 decompress on every core; bzip2 itself on one.
   bzip2: {
     commands: [
