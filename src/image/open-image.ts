@@ -166,24 +166,25 @@ async function readHead(source: Source, path: string, offset: number): Promise<B
 }
 
 function pooledChunks(source: Source, path: string, offset: number, signal: AbortSignal | undefined, onRaw?: (b: Buffer) => void): Omit<OpenedImage, 'compression'> {
-  const reads = readPooled(path, offset, signal);
   async function* chunks(): AsyncGenerator<Buffer> {
-    for (;;) {
-      let r: IteratorResult<Buffer>;
-      try {
-        r = await reads.next();
-      } catch (e) {
-        throw new Error(`reading the image ${source.display} failed: ${(e as Error).message}`);
+    const reads = readPooled(path, offset, signal);
+    try {
+      for (;;) {
+        let r: IteratorResult<Buffer>;
+        try {
+          r = await reads.next();
+        } catch (e) {
+          throw new Error(`reading the image ${source.display} failed: ${(e as Error).message}`);
+        }
+        if (r.done) return;
+        onRaw?.(r.value);
+        yield r.value;
       }
-      if (r.done) return;
-      onRaw?.(r.value);
-      yield r.value;
+    } finally {
+      // Also when the consumer stops early: closes the file once a read in flight is done.
+      await reads.return(undefined);
     }
   }
   const it = chunks();
-  return {
-    chunks: it,
-    // Closes the file once a read in flight is done; an abort is seen after that read.
-    destroy: () => void it.return(undefined).then(() => reads.return(undefined)).catch(() => undefined),
-  };
+  return { chunks: it, destroy: () => void it.return(undefined).catch(() => undefined) };
 }

@@ -3,11 +3,10 @@
 // MAC), its own state dir and a sparse file as its disk. They enroll with a token, get the
 // line's plan (deploy an image the server serves, run a script), report every event, and the
 // result is checked on both sides: each disk holds the image, the server saw each run succeed.
-import { spawn } from 'node:child_process';
+import { execFile as execFileCb, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { execFile as execFileCb } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startLineServer, type LineServer } from './line-server.ts';
 
@@ -145,10 +144,13 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
         writeFileSync(join(dir, 'cmdline'), `bootline.server=${server.url} bootline.token=${token} installer.target.dev=${disk}\n`);
         const start = performance.now();
         const exitCode = await new Promise<number | null>((resolve) => {
+          const logFd = openSync(join(dir, 'agent.log'), 'w');
           const child = spawn(process.execPath, [o.cli, 'run', '--unattended', '--cmdline', join(dir, 'cmdline'), '--state-dir', join(dir, 'state')], {
             env: { ...process.env, BOOTLINE_SYSFS_ROOT: sysfs },
-            stdio: ['ignore', openSync(join(dir, 'agent.log'), 'w'), openSync(join(dir, 'agent.log'), 'a')],
+            stdio: ['ignore', logFd, logFd],
           });
+          // The child has its own copy; a fleet of hundreds must not keep one per device here.
+          closeSync(logFd);
           const timer = setTimeout(() => child.kill('SIGTERM'), Math.max(1000, deadline - Date.now()));
           child.on('exit', (code) => {
             clearTimeout(timer);
