@@ -31,6 +31,8 @@ DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfsto
   # package:deb's test: a Debian 13 root to install the .deb into, and lintian to check it
   mmdebstrap
   lintian
+  # encrypt-disk's host tests: LUKS2 headers on files (no device-mapper needed for format, keyslots, tokens)
+  cryptsetup-bin
   # the dashboard's browser tests and benchmark drive Debian's Chromium with playwright-core
   chromium
 )

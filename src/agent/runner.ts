@@ -286,6 +286,7 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
         },
         agentVersion: o.version,
         ...(o.server ? { server: o.server } : {}),
+        following: tasks.slice(tasks.indexOf(task) + 1).map((t) => ({ name: t.name, ...(t.builtin ? { builtin: t.builtin } : {}), options: t.with })),
       });
       // A built-in that ignores its signal must still not outlive its timeout.
       const aborted = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true }));

@@ -7,6 +7,7 @@ import { parseBmap } from './bmap/parse.ts';
 import { openTarget } from './target.ts';
 import { copyImage } from './copy.ts';
 import type { Bmap, SourceOptions } from './types.ts';
+import type { Target } from './target.ts';
 import { checkBmapTrust, checkImageTrust, readSmall, type TrustOptions } from './trust.ts';
 import { MAX_BMAP_BYTES } from './bmap/parse.ts';
 import { findSha256Sidecar } from './sources/find-sidecar.ts';
@@ -28,6 +29,8 @@ export interface ImageCopyOptions {
   holes?: 'skip' | 'discard' | 'zero';
   /** Allow a regular file as target (created if missing), as bmaptool does. */
   allowFile?: boolean;
+  /** Opens the target instead of `target` (write-through encryption routes partitions into dm-crypt volumes). */
+  openTarget?: () => Promise<Target>;
   source?: SourceOptions;
   trust?: TrustOptions;
   signal?: AbortSignal;
@@ -89,7 +92,7 @@ export async function copyImageSpec(o: ImageCopyOptions, prepared?: PreparedImag
   const { bmapSpec, bmap, sha256, sourceSha256, sha256From } = prepared ?? (await prepareImage(o));
   // Everything that can be checked is checked before the target is opened for writing.
   const source = await openSource(o.image, o.source);
-  const target = await openTarget(o.target, { allowFile: o.allowFile === true, create: o.allowFile === true });
+  const target = o.openTarget ? await o.openTarget() : await openTarget(o.target, { allowFile: o.allowFile === true, create: o.allowFile === true });
   try {
     const r = await copyImage({
       source,

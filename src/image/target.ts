@@ -37,6 +37,11 @@ export interface OpenTargetOptions {
   allowFile?: boolean;
   /** With allowFile: create the file when it does not exist. */
   create?: boolean;
+  /**
+   * Open a block device without O_EXCL and accept dm-crypt holders on it: write-through
+   * encryption has opened a partition of it itself (the mount and boot-medium checks stay).
+   */
+  shared?: boolean;
 }
 
 /** Zeros are written this many at a time where the device cannot zero by itself. */
@@ -143,13 +148,13 @@ export async function openTarget(path: string, opts: OpenTargetOptions = {}): Pr
       const list = use.mounts.map((m) => `${m.device} on ${m.mountPoint}`).join(', ');
       throw new Error(`${path} is in use: mounted (${list}); unmount it first (umount ${use.mounts[0]?.mountPoint ?? ''})`);
     }
-    if (use.holders.length > 0) {
+    if (use.holders.length > 0 && !opts.shared) {
       throw new Error(`${path} is in use by ${use.holders.join(', ')} (RAID, LVM or dm-crypt): stop that first`);
     }
     let fh: FileHandle;
     try {
       // O_EXCL on a block device: exclusive open, fails with EBUSY when mounted or claimed.
-      fh = await open(real, constants.O_RDWR | constants.O_EXCL);
+      fh = await open(real, constants.O_RDWR | (opts.shared ? 0 : constants.O_EXCL));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EBUSY') throw new Error(`${path} is in use (mounted or held by another program): unmount it first`);

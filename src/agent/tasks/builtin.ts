@@ -34,6 +34,11 @@ export interface TaskContext<O = Record<string, unknown>> {
   agentVersion?: string;
   /** The line's server, when the agent is enrolled with one. */
   server?: DeviceServer;
+  /**
+   * The plan's tasks after this one (their options validated): deploy-image looks for an
+   * encrypt-disk task there, to write the partitions it encrypts through dm-crypt.
+   */
+  following?: { name: string; builtin?: string; options: Record<string, unknown> }[];
 }
 
 /** What a built-in may send to the line's server on the device's behalf. */

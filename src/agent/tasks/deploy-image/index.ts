@@ -20,6 +20,10 @@ import { BmapError } from '../../../image/bmap/parse.ts';
 import { findBmap } from '../../../image/sources/find-bmap.ts';
 import { detectCompression } from '../../../image/decompress/detect.ts';
 import { readFileHead } from '../../../image/decompress/file-head.ts';
+import { Value } from '@sinclair/typebox/value';
+import { EncryptDiskOptions, type EncryptDiskOptionsT } from '../encrypt-disk/options.ts';
+import { preflight, specsOf } from '../encrypt-disk/preflight.ts';
+import { openWriteThrough, planFor, readImageHead, type OpenedWriteThrough, type WriteThroughPlan } from '../../../crypt/write-through.ts';
 
 export const DeployImageOptions = Type.Object(
   {
@@ -232,6 +236,18 @@ function asTaskError(e: unknown): TaskError {
   return t;
 }
 
+// ---------------------------------------------------------------- write-through encryption
+
+/** A later encrypt-disk task that wants this image's partitions written through dm-crypt. */
+export function writeThroughTask(ctx: Pick<TaskContext, 'following'>, dev: string): EncryptDiskOptionsT | undefined {
+  const t = ctx.following?.find((f) => f.builtin === 'encrypt-disk');
+  if (!t) return undefined;
+  const o = Value.Default(EncryptDiskOptions, structuredClone(t.options)) as EncryptDiskOptionsT;
+  if (o.method === 'in-place') return undefined;
+  if (o.target !== undefined && o.target !== dev) return undefined;
+  return o;
+}
+
 // ---------------------------------------------------------------- the task
 
 export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
@@ -306,18 +322,35 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
         break;
     }
 
-    // 4. Publish the target, then write.
+    // 4. Write-through encryption, when a later encrypt-disk task asks for it: planned and
+    //    checked (names, room for the headers, TPM, server) before the first write.
+    let crypt: WriteThroughPlan | undefined;
+    const enc = choice.kind === 'block' ? writeThroughTask(ctx, dev) : undefined;
+    if (enc && (await preflight(enc, { hasServer: ctx.server !== undefined, log: ctx.log })) === 'encrypt') {
+      try {
+        crypt = planFor(dev, size, await readImageHead(copy.image, copy.source ?? {}, ctx.signal), specsOf(enc));
+      } catch (e) {
+        throw new TaskError(`encrypt-disk cannot write through this image: ${(e as Error).message}; nothing was written`);
+      }
+      ctx.log('info', `write-through encryption of ${crypt.layout.encrypted.map((e) => `partition ${e.number}${e.name ? ` "${e.name}"` : ''}`).join(', ')} (for task encrypt-disk)`);
+    }
+
+    // 5. Publish the target, then write.
     ctx.setOutput('target', dev);
     ctx.log('info', `writing ${specOf(image)}${image.kind === 'local' ? ` (${formatBytes(image.size)})` : ''} to ${label}`);
     const started = performance.now();
     let last = 0;
     let result;
+    let volumes: OpenedWriteThrough | undefined;
     try {
+      if (crypt) volumes = await openWriteThrough(crypt, ctx.stateDir, (m) => ctx.log('info', m), ctx.signal);
+      const routed = volumes?.target;
       result = await copyImageSpec(
         {
           ...copy,
           target: dev,
           allowFile: choice.kind !== 'block',
+          ...(routed ? { openTarget: () => Promise.resolve(routed) } : {}),
         onProgress: (p) => {
           const tp = taskProgressOf(p, (performance.now() - started) / 1000, dev);
           // Never backwards (a repair pass restarts the engine's count).
@@ -327,7 +360,9 @@ export const deployImage: BuiltinTask<typeof DeployImageOptions> = {
         },
         prepared,
       );
+      await volumes?.finish(true);
     } catch (e) {
+      await volumes?.finish(false);
       throw asTaskError(e);
     }
     const extras = [

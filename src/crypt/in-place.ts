@@ -1,0 +1,113 @@
+// In-place encryption of a partition already written (isar-cip-core's reencrypt, done
+// at bootstrapping time): shrink the ext filesystem, `cryptsetup reencrypt --encrypt
+// --reduce-device-size`, and resume it after a power loss. The temporary key lives in
+// a LUKS2 token of the volume itself while the reencryption runs: the data is still
+// readable in the clear until then, so the key on the same disk exposes nothing more,
+// and it is wiped with its keyslot once the TPM and recovery keys are enrolled.
+import { open } from 'node:fs/promises';
+import { cryptsetup, reencryptPending, run, type LuksDump } from './cryptsetup.ts';
+import { parseGpt, SECTOR, type Gpt } from './gpt.ts';
+import { newTemporaryKey } from './recovery-key.ts';
+import { partitionDevice, volumeName, type PreparedVolume } from './volumes.ts';
+import { resolvePartitions, type CryptPartitionSpec } from './partition-spec.ts';
+
+/** Twice the LUKS2 header, as cryptsetup's manual asks for encryption with a data shift. */
+export const REDUCE_BYTES = 32 * 1024 * 1024;
+export const RESUME_TOKEN = 'bootline-reencrypt';
+
+export async function readDiskGpt(disk: string): Promise<Gpt> {
+  const fh = await open(disk, 'r');
+  try {
+    const buf = Buffer.alloc(1024 * 1024);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return parseGpt(buf.subarray(0, bytesRead));
+  } finally {
+    await fh.close();
+  }
+}
+
+type Log = (m: string) => void;
+
+function resumeToken(d: LuksDump): { id: number; key: string; slot: number } | undefined {
+  for (const [id, t] of Object.entries(d.tokens)) {
+    if (t.type === RESUME_TOKEN && typeof t.key === 'string') return { id: Number(id), key: t.key, slot: Number(t.keyslots[0] ?? 0) };
+  }
+  return undefined;
+}
+
+const hasTpmToken = (d: LuksDump) => Object.values(d.tokens).some((t) => t.type === 'systemd-tpm2');
+
+export interface InPlaceOptions {
+  mkfs: string;
+  signal?: AbortSignal;
+  log: Log;
+  onProgress?: (fraction: number) => void;
+}
+
+/**
+ * Encrypts (or resumes encrypting) the chosen partitions of `disk`; returns the
+ * volumes still to enroll. A volume that is already encrypted and enrolled is skipped.
+ */
+export async function encryptInPlace(disk: string, specs: CryptPartitionSpec[], o: InPlaceOptions): Promise<PreparedVolume[]> {
+  const gpt = await readDiskGpt(disk);
+  const chosen = resolvePartitions(specs, gpt.partitions).filter((c) => c.spec.mode !== 'noencrypt');
+  const out: PreparedVolume[] = [];
+  for (const [i, { spec, partition: p }] of chosen.entries()) {
+    const device = partitionDevice(disk, p.number);
+    const name = volumeName(p.name, p.uuid);
+    const base = { number: p.number, device, label: p.name, partUuid: p.uuid, name, spec };
+    const progress = (f: number) => o.onProgress?.((i + f) / chosen.length);
+    if (await cryptsetup.isLuks(device)) {
+      const d = await cryptsetup.dump(device);
+      const token = resumeToken(d);
+      if (reencryptPending(d)) {
+        if (!token) throw new Error(`${device} was being encrypted when the power went, before its key was saved: it cannot be resumed. Write the image again (deploy-image) and re-run`);
+        o.log(`${device}: resuming the interrupted encryption`);
+        await cryptsetup.reencrypt(['--resume-only', device], token.key, { ...(o.signal ? { signal: o.signal } : {}), onProgress: (a, b) => progress(a / b) });
+      } else if (!token) {
+        if (hasTpmToken(d)) {
+          o.log(`${device} is already encrypted and has a TPM keyslot: skipped`);
+          continue;
+        }
+        throw new Error(`${device} is already a LUKS volume, but not one this task started (no TPM keyslot, no temporary key): it cannot be enrolled without its passphrase. Write the image again, or wipe it (wipefs -a ${device}) if its data is not needed`);
+      }
+      out.push({ ...base, luksUuid: await cryptsetup.uuid(device), tempKey: token!.key, tempSlot: token!.slot, formatted: spec.mode === 'format' });
+      continue;
+    }
+    const key = newTemporaryKey();
+    if (spec.mode === 'format') {
+      await cryptsetup.format(device, key, { ...(p.name ? { label: p.name } : {}), ...(o.signal ? { signal: o.signal } : {}) });
+      await cryptsetup.open(device, name, key);
+      try {
+        const [cmd, ...args] = o.mkfs.split(/\s+/);
+        await run(cmd!, [...args, `/dev/mapper/${name}`]);
+      } finally {
+        await cryptsetup.close(name);
+      }
+      o.log(`${device}: formatted (LUKS2 and ${o.mkfs.split(/\s+/)[0]})`);
+      out.push({ ...base, luksUuid: await cryptsetup.uuid(device), tempKey: key, tempSlot: 0, formatted: true });
+      continue;
+    }
+    const type = (await run('blkid', ['-o', 'value', '-s', 'TYPE', device], { okCodes: [2] })).stdout.trim();
+    if (!/^ext[234]$/.test(type)) {
+      throw new Error(`${device} holds ${type ? `a ${type} filesystem` : 'no filesystem blkid knows'}, and only ext2/3/4 can be shrunk for in-place encryption: use method: write-through (deploy-image in the same plan) or mode: format`);
+    }
+    const bytes = Number(p.lastLba - p.firstLba + 1n) * SECTOR;
+    const t0 = performance.now();
+    // e2fsck exits 1 when it fixed something: that is fine here.
+    await run('e2fsck', ['-f', '-y', device], { okCodes: [1] });
+    await run('resize2fs', [device, `${Math.floor((bytes - REDUCE_BYTES) / 1024)}K`]);
+    await cryptsetup.reencryptInit(device, key, REDUCE_BYTES, p.name || undefined);
+    await cryptsetup.importToken(device, { type: RESUME_TOKEN, keyslots: ['0'], key });
+    o.log(`${device}: filesystem shrunk by ${REDUCE_BYTES >> 20} MiB, LUKS2 header made in ${Math.round(performance.now() - t0)} ms; encrypting in place`);
+    await cryptsetup.reencrypt(['--resume-only', device], key, { ...(o.signal ? { signal: o.signal } : {}), onProgress: (a, b) => progress(a / b) });
+    out.push({ ...base, luksUuid: await cryptsetup.uuid(device), tempKey: key, tempSlot: 0, formatted: false });
+  }
+  return out;
+}
+
+/** Removes the resume token (the key it holds is wiped with its keyslot). */
+export async function dropResumeToken(device: string): Promise<void> {
+  const t = resumeToken(await cryptsetup.dump(device));
+  if (t) await cryptsetup.removeToken(device, t.id);
+}
