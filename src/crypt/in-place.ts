@@ -28,6 +28,18 @@ export async function readDiskGpt(disk: string): Promise<Gpt> {
 
 type Log = (m: string) => void;
 
+/** Whether the partition starts with a LUKS2 header (its magic, "LUKS\xba\xbe"). */
+async function primaryLuksHeader(device: string): Promise<boolean> {
+  const fh = await open(device, 'r');
+  try {
+    const b = Buffer.alloc(6);
+    await fh.read(b, 0, 6, 0);
+    return b.equals(Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]));
+  } finally {
+    await fh.close();
+  }
+}
+
 function resumeToken(d: LuksDump): { id: number; key: string; slot: number } | undefined {
   for (const [id, t] of Object.entries(d.tokens)) {
     if (t.type === RESUME_TOKEN && typeof t.key === 'string') return { id: Number(id), key: t.key, slot: Number(t.keyslots[0] ?? 0) };
@@ -57,6 +69,12 @@ export async function encryptInPlace(disk: string, specs: CryptPartitionSpec[], 
     const name = volumeName(p.name, p.uuid);
     const base = { number: p.number, device, label: p.name, partUuid: p.uuid, name, spec };
     const progress = (f: number) => o.onProgress?.((i + f) / chosen.length);
+    if ((await cryptsetup.isLuks(device)) && !(await primaryLuksHeader(device))) {
+      // A plain image written over an old volume: its filesystem replaced the primary LUKS2
+      // header, but the secondary one (at 16 KiB, in a block the image does not map) is left.
+      o.log(`${device}: a stale LUKS2 header of an earlier volume is left beside the image's filesystem: wiped`);
+      await run('wipefs', ['-q', '-a', '-t', 'crypto_LUKS', device]);
+    }
     if (await cryptsetup.isLuks(device)) {
       const d = await cryptsetup.dump(device);
       const token = resumeToken(d);
