@@ -10,7 +10,8 @@ import { hashPassword, hashSecret, newSecret } from '../credentials.ts';
 import { badRequest, notFound } from '../errors.ts';
 import { imageRefs } from '../plan-resolve.ts';
 import { validatePlan } from '../plan-validate.ts';
-import { reportRow, toCsv } from '../report-export.ts';
+import { reportRow, toCsv, type ReportVolume } from '../report-export.ts';
+import { openRecoveryKey } from './recovery-keys.ts';
 
 const security: { [label: string]: string[] }[] = [{ admin: [] }, { adminUser: [] }];
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody };
@@ -143,8 +144,21 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
       const run = await store.getRun(req.params.id);
       const device = run && (await store.getDevice(run.deviceId));
       if (!run || !device) throw notFound(`no run ${req.params.id}`);
-      if (req.query.format === 'csv') return sendCsv(reply, `run-${run.id}.csv`, toCsv([reportRow(run, device)]));
-      return { ...reportRow(run, device), report: run.report };
+      const keys = await store.recoveryKeysOfRuns([run.id]);
+      if (req.query.format === 'csv') return sendCsv(reply, `run-${run.id}.csv`, toCsv([reportRow(run, device, keys)]));
+      // The JSON report is the device's record for the line: it carries the recovery keys
+      // escrowed during the run, each export recorded as a reveal (CSV rows never carry keys).
+      const volumes = [];
+      for (const k of keys) {
+        volumes.push({ volumeUuid: k.volumeUuid, partition: k.partition, label: k.label, keyslot: k.keyslot, pcrs: k.pcrs, recoveryKey: await openRecoveryKey(ctx, k) });
+      }
+      if (keys.length > 0) {
+        const by = `${await ctx.auth.admin(req)} (run report)`;
+        await store.recordRecoveryKeyReveal(device.id, keys.map((k) => k.volumeUuid), by, new Date().toISOString());
+        req.log.info({ deviceId: device.id, runId: run.id, volumes: keys.map((k) => k.volumeUuid), by }, 'recovery keys exported in a run report');
+        reply.header('cache-control', 'no-store');
+      }
+      return { ...reportRow(run, device, keys), report: run.report, volumes };
     },
   );
   app.get<{ Querystring: Static<typeof ExportQuery> }>(
@@ -152,7 +166,10 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
     { schema: { summary: "A batch's run reports, one row per run (JSON or CSV)", ...tag('runs'), querystring: ExportQuery } },
     async (req, reply) => {
       const { format, ...filter } = req.query;
-      const rows = (await store.listRunsForExport(filter)).map(({ run, device }) => reportRow(run, device));
+      const runs = await store.listRunsForExport(filter);
+      const keys = new Map<string | null, ReportVolume[]>();
+      for (const k of await store.recoveryKeysOfRuns(runs.map((r) => r.run.id))) keys.set(k.runId, [...(keys.get(k.runId) ?? []), k]);
+      const rows = runs.map(({ run, device }) => reportRow(run, device, keys.get(run.id)));
       if (format === 'csv') return sendCsv(reply, `bootline-${filter.batch ?? 'all'}.csv`, toCsv(rows));
       return rows;
     },
