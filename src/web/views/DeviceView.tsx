@@ -1,6 +1,6 @@
 // One device: its record, its runs, and for the chosen run the timeline of tasks (durations,
-// efforts), the live log tail, the report, the inventory; the recovery key stays behind an
-// explicit action (and is not offered while the server has no endpoint for it).
+// efforts), the live log tail, the report, the inventory, and its escrowed disk volumes
+// (each recovery key behind an explicit, recorded reveal).
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { Device, Run, StoredEvent } from '../../api/admin.ts';
 import { authHeader, type Api } from '../api.ts';
@@ -10,6 +10,7 @@ import type { StreamEntry } from '../line-model.ts';
 import { displayName } from '../line-model.ts';
 import { formatDuration } from '../../format.ts';
 import { Inventory } from './Inventory.tsx';
+import { RecoveryKeys } from './RecoveryKeys.tsx';
 
 const LOG_TAIL = 200;
 const when = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString() : '—');
@@ -201,16 +202,8 @@ export function DeviceView({ api, id }: { api: Api; id: string }) {
       <h2>Inventory</h2>
       <Inventory inventory={device.inventory} />
 
-      <h2>Recovery key</h2>
-      <div className="placeholder" data-testid="recovery-key">
-        <p>
-          <strong>Not available yet.</strong> This server has no recovery-key endpoint (disk encryption is being added separately). When it has one,
-          the key is shown here only after an explicit admin action, and each reveal is recorded.
-        </p>
-        <button type="button" disabled aria-disabled="true">
-          Reveal recovery key
-        </button>
-      </div>
+      <h2>Recovery keys</h2>
+      <RecoveryKeys api={api} deviceId={device.id} deviceName={displayName(device)} refresh={`${device.currentRun ?? ''}:${device.currentTask ?? ''}:${device.state}`} />
     </section>
   );
 }
