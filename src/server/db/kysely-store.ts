@@ -1031,14 +1031,6 @@ export class KyselyStore implements Store {
 
   async putRecoveryKey(rec: NewRecoveryKey): Promise<'stored' | 'replaced'> {
     return this.tx(async (db) => {
-      // Locks the volume's row on PostgreSQL, so two escrows of one volume do not both insert.
-      const existing = await db
-        .selectFrom('recovery_keys')
-        .select('device_id')
-        .where('volume_uuid', '=', rec.volumeUuid)
-        .$if(this.dialect === 'postgres', (q) => q.forUpdate())
-        .executeTakeFirst();
-      if (existing && existing.device_id !== rec.deviceId) throw new VolumeOfAnotherDeviceError(rec.volumeUuid, rec.deviceId);
       const values = {
         partition: rec.partition,
         label: rec.label,
@@ -1051,17 +1043,22 @@ export class KyselyStore implements Store {
         revealed_by: null,
         reveal_count: 0,
       };
-      if (existing) {
-        await db.updateTable('recovery_keys').set(values).where('volume_uuid', '=', rec.volumeUuid).execute();
-        return 'replaced';
-      }
-      // Two first escrows of one volume racing on PostgreSQL: the loser's insert fails on the primary key
-      // (a 5xx, which the agent retries: the retry replaces).
-      await db
+      // Insert first: two first escrows of one volume racing on PostgreSQL meet on the primary key, not in a lost update.
+      const inserted = await db
         .insertInto('recovery_keys')
         .values({ volume_uuid: rec.volumeUuid, device_id: rec.deviceId, ...values })
-        .execute();
-      return 'stored';
+        .onConflict((oc) => oc.column('volume_uuid').doNothing())
+        .executeTakeFirst();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) > 0) return 'stored';
+      const existing = await db
+        .selectFrom('recovery_keys')
+        .select('device_id')
+        .where('volume_uuid', '=', rec.volumeUuid)
+        .$if(this.dialect === 'postgres', (q) => q.forUpdate())
+        .executeTakeFirstOrThrow();
+      if (existing.device_id !== rec.deviceId) throw new VolumeOfAnotherDeviceError(rec.volumeUuid, rec.deviceId);
+      await db.updateTable('recovery_keys').set(values).where('volume_uuid', '=', rec.volumeUuid).execute();
+      return 'replaced';
     });
   }
 
