@@ -185,7 +185,7 @@ describe('recovery-key escrow', () => {
     assert.equal((await s.admin('POST', `/api/v1/devices/${d.deviceId}/recovery-keys/${first.volumeUuid}/reveal`)).json.recoveryKey, second.recoveryKey);
   });
 
-  it("the run's JSON report carries the keys escrowed during the run (recorded as a reveal); CSV rows and the batch export name the volumes only", async () => {
+  it("the run's report names the volumes escrowed during the run, and the JSON export asked for carries their keys (recorded as a reveal); CSV and batch exports never do", async () => {
     const d = await enroll(s, 'ESC-RUN');
     await s.call('POST', '/api/v1/device/events', { token: d.credential, body: { events: runEvents('run-esc-report') } });
     const e = escrow({ runId: 'run-esc-report', partition: 'root' });
@@ -193,15 +193,25 @@ describe('recovery-key escrow', () => {
     const other = await enroll(s, 'ESC-OTHER');
     await s.call('POST', '/api/v1/device/events', { token: other.credential, body: { events: runEvents('run-esc-other') } });
 
-    const json = await s.admin('GET', '/api/v1/runs/run-esc-report/report?format=json');
+    const plain = await s.admin('GET', '/api/v1/runs/run-esc-report/report?format=json');
+    assert.equal(plain.status, 200, plain.text);
+    assert.deepEqual(plain.json.volumes, [{ volumeUuid: e.volumeUuid, partition: 'root', label: 'data', keyslot: 2, pcrs: [7] }]);
+    assert.ok(!plain.text.includes(e.recoveryKey), 'keys only when asked for');
+    assert.equal((await s.admin('GET', `/api/v1/devices/${d.deviceId}/recovery-keys`)).json[0].revealCount, 0);
+
+    const json = await s.admin('GET', '/api/v1/runs/run-esc-report/report?format=json&recoveryKeys=true');
     assert.equal(json.status, 200, json.text);
     assert.deepEqual(json.json.volumes, [{ volumeUuid: e.volumeUuid, partition: 'root', label: 'data', keyslot: 2, pcrs: [7], recoveryKey: e.recoveryKey }]);
-    assert.equal(json.json.volumes.length, 1);
+    assert.equal(json.json.runId, 'run-esc-report');
+    assert.equal(json.json.report.status, 'ok', "the device's own report is there too");
     assert.equal(json.headers.get('cache-control'), 'no-store');
     const v = (await s.admin('GET', `/api/v1/devices/${d.deviceId}/recovery-keys`)).json[0];
     assert.equal(v.revealCount, 1);
     assert.match(v.revealedBy, /^admin-token:[0-9a-f]{8} \(run report\)$/);
 
+    const csvKeys = await s.admin('GET', '/api/v1/runs/run-esc-report/report?format=csv&recoveryKeys=true');
+    assert.equal(csvKeys.status, 400);
+    assert.match(csvKeys.json.message, /recovery keys are only exported in the JSON report/);
     const csv = await s.admin('GET', '/api/v1/runs/run-esc-report/report?format=csv');
     assert.ok(!csv.text.includes(e.recoveryKey), 'no key in CSV');
     assert.match(csv.text.split('\r\n')[1]!, new RegExp(`,${e.volumeUuid} \\(root keyslot 2\\)$`));
@@ -249,7 +259,8 @@ describe('recovery keys at rest', () => {
     const admin = (method: string, path: string) => s.call(method, path, { token });
     try {
       const d = await enroll(s, 'ESC-REST');
-      const e = escrow();
+      await s.call('POST', '/api/v1/device/events', { token: d.credential, body: { events: runEvents('run-rest') } });
+      const e = escrow({ runId: 'run-rest' });
       assert.equal((await s.call('PUT', `/api/v1/device/recovery-keys/${e.volumeUuid}`, { token: d.credential, body: e })).status, 204);
       const keyFile = join(data, 'secrets', 'escrow.key');
       assert.equal(statSync(keyFile).mode & 0o777, 0o600);
@@ -280,8 +291,11 @@ describe('recovery keys at rest', () => {
       assert.equal(replaced.status, 409, replaced.text);
       assert.equal(replaced.json.error, 'escrow-key-replaced');
       assert.match(replaced.json.message, /was sealed with escrow key [0-9a-f]{16}, but .*secrets\/escrow\.key holds key [0-9a-f]{16}: the escrow key file was replaced\. Put the original back from its backup/);
-      const report = await admin('GET', `/api/v1/devices/${d.deviceId}/recovery-keys`);
-      assert.equal(report.status, 200, 'the list still works');
+      assert.equal((await admin('GET', `/api/v1/devices/${d.deviceId}/recovery-keys`)).status, 200, 'the list still works');
+      const report = await admin('GET', '/api/v1/runs/run-rest/report?recoveryKeys=true');
+      assert.equal(report.status, 200, 'the run report still downloads');
+      assert.equal(report.json.volumes[0].recoveryKey, null);
+      assert.match(report.json.volumes[0].recoveryKeyError, /the escrow key file was replaced/);
       await s.close();
 
       // Lost: the server does not make a new key over sealed records.

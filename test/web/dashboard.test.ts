@@ -196,7 +196,7 @@ describe('dashboard in Chromium', () => {
     await page.getByRole('heading', { name: 'Inventory' }).waitFor();
   });
 
-  it("an admin reveals a device's escrowed recovery key after confirming, and the reveal is recorded", async () => {
+  it("an admin reveals a device's escrowed recovery key after confirming, and exports the run's report with it; each is recorded", async () => {
     const a1 = devices.find((d) => d.serial === 'A-0001')!;
     const keys = page.getByTestId('recovery-key');
     await keys.getByText('No recovery key escrowed').waitFor();
@@ -235,6 +235,15 @@ describe('dashboard in Chromium', () => {
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), recoveryKey);
     await page.getByRole('button', { name: 'Hide' }).click();
     assert.equal(await page.getByTestId('revealed-key').count(), 0);
+
+    // The run's report, exported with the key escrowed during it, after its own confirm.
+    page.once('dialog', (d) => void d.accept());
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download report with recovery keys (JSON)' }).click()]);
+    const report = JSON.parse(readFileSync((await download.path())!, 'utf8')) as { serial: string; volumes: { volumeUuid: string; recoveryKey: string }[] };
+    assert.equal(report.serial, 'A-0001');
+    assert.deepEqual(report.volumes.map((v) => [v.volumeUuid, v.recoveryKey]), [[volumeUuid, recoveryKey]]);
+    const after = await s.admin('GET', `/api/v1/devices/${a1.deviceId}/recovery-keys`);
+    assert.deepEqual([after.json[0].revealCount, /\(run report\)$/.test(after.json[0].revealedBy)], [2, true]);
   });
 
   it('plans are checked with the agent schema when saved; tokens are created, shown once and revoked', async () => {

@@ -11,13 +11,17 @@ import { badRequest, notFound } from '../errors.ts';
 import { imageRefs } from '../plan-resolve.ts';
 import { validatePlan } from '../plan-validate.ts';
 import { reportRow, toCsv, type ReportVolume } from '../report-export.ts';
-import { openRecoveryKey } from './recovery-keys.ts';
+import { exportRecoveryKeys } from './recovery-keys.ts';
 
 const security: { [label: string]: string[] }[] = [{ admin: [] }, { adminUser: [] }];
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody };
 const Id = Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) });
 const NameParam = Type.Object({ name: Name });
-const Format = Type.Object({ format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('csv')])) });
+const Format = Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('csv')]));
+const ReportQuery = Type.Object({
+  format: Format,
+  recoveryKeys: Type.Optional(Type.Boolean({ description: 'JSON only: include the recovery keys escrowed during the run (recorded as reveals)' })),
+});
 
 const DeviceQuery = Type.Object({
   state: Type.Optional(DeviceState),
@@ -137,27 +141,30 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
       return reply.type('text/plain; charset=utf-8').send(log);
     },
   );
-  app.get<{ Params: { id: string }; Querystring: Static<typeof Format> }>(
+  app.get<{ Params: { id: string }; Querystring: Static<typeof ReportQuery> }>(
     `${API_PREFIX}/runs/:id/report`,
-    { schema: { summary: "A run's report for the line's records (JSON or CSV)", ...tag('runs'), params: Id, querystring: Format } },
+    {
+      schema: {
+        summary: "A run's report for the line's records (JSON or CSV); with recoveryKeys=true (JSON) the recovery keys escrowed during the run, each recorded as a reveal",
+        ...tag('runs'),
+        params: Id,
+        querystring: ReportQuery,
+      },
+    },
     async (req, reply) => {
       const run = await store.getRun(req.params.id);
       const device = run && (await store.getDevice(run.deviceId));
       if (!run || !device) throw notFound(`no run ${req.params.id}`);
       const keys = await store.recoveryKeysOfRuns([run.id]);
-      if (req.query.format === 'csv') return sendCsv(reply, `run-${run.id}.csv`, toCsv([reportRow(run, device, keys)]));
-      // The JSON report is the device's record for the line: it carries the recovery keys
-      // escrowed during the run, each export recorded as a reveal (CSV rows never carry keys).
-      const volumes = [];
-      for (const k of keys) {
-        volumes.push({ volumeUuid: k.volumeUuid, partition: k.partition, label: k.label, keyslot: k.keyslot, pcrs: k.pcrs, recoveryKey: await openRecoveryKey(ctx, k) });
+      if (req.query.format === 'csv') {
+        if (req.query.recoveryKeys) throw badRequest('keys-not-in-csv', 'recovery keys are only exported in the JSON report (format=json): a CSV ends up in spreadsheets');
+        return sendCsv(reply, `run-${run.id}.csv`, toCsv([reportRow(run, device, keys)]));
       }
-      if (keys.length > 0) {
-        const by = `${await ctx.auth.admin(req)} (run report)`;
-        await store.recordRecoveryKeyReveal(device.id, keys.map((k) => k.volumeUuid), by, new Date().toISOString());
-        req.log.info({ deviceId: device.id, runId: run.id, volumes: keys.map((k) => k.volumeUuid), by }, 'recovery keys exported in a run report');
-        reply.header('cache-control', 'no-store');
-      }
+      // The device's record for the line: the volumes always, their keys when asked for.
+      const volumes = req.query.recoveryKeys
+        ? await exportRecoveryKeys(ctx, req, keys)
+        : keys.map((k) => ({ volumeUuid: k.volumeUuid, partition: k.partition, label: k.label, keyslot: k.keyslot, pcrs: k.pcrs }));
+      if (req.query.recoveryKeys) reply.header('cache-control', 'no-store');
       return { ...reportRow(run, device, keys), report: run.report, volumes };
     },
   );

@@ -51,6 +51,46 @@ export async function openRecoveryKey(ctx: AppContext, rec: RecoveryKeyRecord): 
   }
 }
 
+/** An exported volume with its key, or why the key cannot be opened now (the rest of the report still matters). */
+export interface ExportedVolume {
+  volumeUuid: string;
+  partition: string;
+  label: string | null;
+  keyslot: number;
+  pcrs: number[] | null;
+  recoveryKey: string | null;
+  recoveryKeyError?: string;
+}
+
+/** The keys of a run's report export (admin request), each one opened recorded as a reveal. */
+export async function exportRecoveryKeys(ctx: AppContext, req: FastifyRequest, keys: RecoveryKeyRecord[]): Promise<ExportedVolume[]> {
+  const out: ExportedVolume[] = [];
+  const opened: RecoveryKeyRecord[] = [];
+  for (const k of keys) {
+    const base = { volumeUuid: k.volumeUuid, partition: k.partition, label: k.label, keyslot: k.keyslot, pcrs: k.pcrs };
+    try {
+      out.push({ ...base, recoveryKey: await openRecoveryKey(ctx, k) });
+      opened.push(k);
+    } catch (e) {
+      if (!(e instanceof HttpError)) throw e;
+      out.push({ ...base, recoveryKey: null, recoveryKeyError: e.message });
+    }
+  }
+  if (opened.length > 0) {
+    const by = `${await ctx.auth.admin(req)} (run report)`;
+    const at = new Date().toISOString();
+    for (const [deviceId, uuids] of groupBy(opened)) await ctx.store.recordRecoveryKeyReveal(deviceId, uuids, by, at);
+    req.log.info({ volumes: opened.map((k) => k.volumeUuid), by }, 'recovery keys exported in a run report');
+  }
+  return out;
+}
+
+function groupBy(keys: RecoveryKeyRecord[]): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  for (const k of keys) m.set(k.deviceId, [...(m.get(k.deviceId) ?? []), k.volumeUuid]);
+  return m;
+}
+
 /** PUT /device/recovery-keys/:volumeUuid (device credential). */
 export function deviceRecoveryKeyRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { store } = ctx;

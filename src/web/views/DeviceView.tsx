@@ -3,6 +3,7 @@
 // (each recovery key behind an explicit, recorded reveal).
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { Device, Run, StoredEvent } from '../../api/admin.ts';
+import type { EscrowedVolume } from '../../api/recovery-key.ts';
 import { authHeader, type Api } from '../api.ts';
 import { followStream } from '../sse.ts';
 import { buildTimeline, type Timeline } from '../run-timeline.ts';
@@ -22,6 +23,7 @@ export function DeviceView({ api, id }: { api: Api; id: string }) {
   const [events, setEvents] = useState<StoredEvent[]>([]);
   const [error, setError] = useState<string>();
   const [notice, setNotice] = useState<string>();
+  const [volumes, setVolumes] = useState<EscrowedVolume[]>([]);
   const runRef = useRef<string | undefined>(undefined);
   runRef.current = runId;
 
@@ -195,7 +197,7 @@ export function DeviceView({ api, id }: { api: Api; id: string }) {
           <h2>Log (last {LOG_TAIL} lines, live)</h2>
           <LogTail logs={logs} />
           <h2>Report</h2>
-          <ReportView run={run} api={api} />
+          <ReportView run={run} api={api} keysInRun={volumes.filter((v) => v.runId === run.id).length} />
         </>
       )}
 
@@ -203,7 +205,13 @@ export function DeviceView({ api, id }: { api: Api; id: string }) {
       <Inventory inventory={device.inventory} />
 
       <h2>Recovery keys</h2>
-      <RecoveryKeys api={api} deviceId={device.id} deviceName={displayName(device)} refresh={`${device.currentRun ?? ''}:${device.currentTask ?? ''}:${device.state}`} />
+      <RecoveryKeys
+        api={api}
+        deviceId={device.id}
+        deviceName={displayName(device)}
+        refresh={`${device.currentRun ?? ''}:${device.currentTask ?? ''}:${device.state}`}
+        onVolumes={setVolumes}
+      />
     </section>
   );
 }
@@ -285,7 +293,7 @@ function LogTail({ logs }: { logs: StoredEvent[] }) {
   );
 }
 
-function ReportView({ run, api }: { run: Run; api: Api }) {
+function ReportView({ run, api, keysInRun }: { run: Run; api: Api; keysInRun: number }) {
   const r = run.report as null | { status?: string; durationMs?: number; message?: string; tasks?: { name: string; status: string; attempts: number; durationMs: number; message?: string; lastLines?: string[] }[] };
   return (
     <div className="report">
@@ -316,6 +324,21 @@ function ReportView({ run, api }: { run: Run; api: Api }) {
         <button type="button" onClick={() => void api.download(`/runs/${encodeURIComponent(run.id)}/report?format=csv`, `run-${run.id}.csv`)}>
           Download report (CSV)
         </button>
+        {keysInRun > 0 && (
+          <>
+            {' '}
+            <button
+              type="button"
+              onClick={() => {
+                const n = keysInRun === 1 ? 'the recovery key' : `the ${keysInRun} recovery keys`;
+                if (!window.confirm(`Download this run's report with ${n} escrowed during it?\n\nAnyone with the file can unlock those disks. The export is recorded with your name.`)) return;
+                void api.download(`/runs/${encodeURIComponent(run.id)}/report?format=json&recoveryKeys=true`, `run-${run.id}-with-keys.json`);
+              }}
+            >
+              Download report with recovery keys (JSON)
+            </button>
+          </>
+        )}
       </p>
     </div>
   );

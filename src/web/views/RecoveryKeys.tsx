@@ -7,7 +7,20 @@ import { CopyButton } from './CopyButton.tsx';
 
 const when = (iso: string | null) => (iso ? new Date(iso).toLocaleString() : '—');
 
-export function RecoveryKeys({ api, deviceId, deviceName, refresh }: { api: Api; deviceId: string; deviceName: string; refresh: unknown }) {
+export function RecoveryKeys({
+  api,
+  deviceId,
+  deviceName,
+  refresh,
+  onVolumes,
+}: {
+  api: Api;
+  deviceId: string;
+  deviceName: string;
+  refresh: unknown;
+  /** Told the list each time it loads (the run report offers its keys' export). */
+  onVolumes?: (v: EscrowedVolume[]) => void;
+}) {
   const [volumes, setVolumes] = useState<EscrowedVolume[]>();
   const [shown, setShown] = useState<{ volumeUuid: string; recoveryKey: string }>();
   const [error, setError] = useState<string>();
@@ -15,7 +28,10 @@ export function RecoveryKeys({ api, deviceId, deviceName, refresh }: { api: Api;
   const load = () =>
     api
       .recoveryKeys(deviceId)
-      .then(setVolumes)
+      .then((v) => {
+        setVolumes(v);
+        onVolumes?.(v);
+      })
       .catch((e: Error) => setError(e.message));
 
   // Reloaded as the device's run moves on (next task, run end): encrypt-disk escrows during its task.
