@@ -50,6 +50,8 @@ describe('recovery-key escrow', () => {
   });
 
   it('a device escrows its key with the agent client; admins see the volume without the key, reveal it, and the reveal is recorded', async () => {
+    const doc = (await s.call('GET', '/openapi.json')).json;
+    for (const p of ['/api/v1/device/recovery-keys/{volumeUuid}', '/api/v1/devices/{id}/recovery-keys', '/api/v1/devices/{id}/recovery-keys/{uuid}/reveal']) assert.ok(doc.paths[p], `${p} documented`);
     const d = await enroll(s, 'ESC-1');
     const e = escrow();
     const c = client(s, d.credential);
@@ -315,7 +317,7 @@ describe('recovery keys at rest', () => {
       s = await startTestServer({ data });
       const open = await admin('POST', `/api/v1/devices/${d.deviceId}/recovery-keys/${e.volumeUuid}/reveal`);
       assert.equal(open.status, 503);
-      assert.match(open.json.message, /readable by others \(mode 644\): chmod 600/);
+      assert.match(open.json.message, /open to group or others \(mode 644\): chmod 600/);
       chmodSync(keyFile, 0o600);
       const restored = await admin('POST', `/api/v1/devices/${d.deviceId}/recovery-keys/${e.volumeUuid}/reveal`);
       assert.equal(restored.json.recoveryKey, e.recoveryKey, 'the restored key opens it again (the failed load was not cached)');

@@ -78,7 +78,7 @@ async function load(source: EscrowKeySource, sealedCount: () => Promise<number>)
   }
   if (!st.isFile()) throw new EscrowKeyError(`the escrow key ${path} is not a regular file`);
   if ((st.mode & 0o077) !== 0) {
-    throw new EscrowKeyError(`the escrow key ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): chmod 600 ${path}`);
+    throw new EscrowKeyError(`the escrow key ${path} is open to group or others (mode ${(st.mode & 0o777).toString(8)}): chmod 600 ${path}`);
   }
   const kek = await readFile(path);
   if (kek.length !== KEK_BYTES) throw new EscrowKeyError(`the escrow key ${path} is ${kek.length} bytes, expected ${KEK_BYTES}: restore it from its backup`);
