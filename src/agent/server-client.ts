@@ -1,8 +1,8 @@
 // The agent's client of the server's device API (src/api/device.ts): enrollment, the
-// plan, events, last run, report, log, inventory. A line's server may be restarting
-// or the network still coming up when a device boots, so every call is retried with
-// backoff and jitter on connection errors, 5xx, 408 and 429 (honouring Retry-After),
-// but not on other 4xx: no retry changes the answer to a bad request or credential.
+// plan, events, last run, report, log, inventory, recovery-key escrow. A line's server may
+// be restarting or the network still coming up when a device boots, so every call is
+// retried with backoff and jitter on connection errors, 5xx, 408 and 429 (honouring
+// Retry-After), but not on other 4xx: no retry changes the answer to a bad request or credential.
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -18,6 +18,7 @@ import {
   type EventBatch,
 } from '../api/device.ts';
 import type { RunReport } from '../events.ts';
+import { recoveryKeyEscrowProblems, type RecoveryKeyEscrow } from '../api/recovery-key.ts';
 import { backoffDelay, parseRetryAfter, redactUrl } from './reporters/http.ts';
 import { sleep } from './timing.ts';
 
@@ -159,6 +160,14 @@ export class ServerClient {
 
   async putInventory(doc: Record<string, unknown>): Promise<void> {
     await this.call({ method: 'PUT', path: '/device/inventory', what: 'uploading the inventory', auth: true, body: jsonBody(doc) });
+  }
+
+  async putRecoveryKey(escrow: RecoveryKeyEscrow): Promise<void> {
+    const what = `escrowing the recovery key of volume ${escrow.volumeUuid}`;
+    // Checked here too: a malformed key is the task's bug, and no retry would fix it.
+    const problems = recoveryKeyEscrowProblems(escrow);
+    if (problems.length > 0) throw new ServerError(0, 'invalid-recovery-key-escrow', `not sent: ${problems.join('; ')}`, what);
+    await this.call({ method: 'PUT', path: `/device/recovery-keys/${encodeURIComponent(escrow.volumeUuid)}`, what, auth: true, body: jsonBody(escrow) });
   }
 
   close(): void {

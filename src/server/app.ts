@@ -17,6 +17,8 @@ import { bootRoutes } from './routes/boot.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { webRoutes } from './routes/web.ts';
 import { imageRoutes } from './images/serve.ts';
+import { adminRecoveryKeyRoutes, deviceRecoveryKeyRoutes } from './routes/recovery-keys.ts';
+import type { EscrowKeyring } from './escrow/key-file.ts';
 
 export interface AppDeps {
   store: Store;
@@ -24,6 +26,8 @@ export interface AppDeps {
   config: ServerConfig;
   /** Signs boot tokens; shared by every process serving one line. */
   secret: Buffer;
+  /** Seals escrowed recovery keys (made on first use). */
+  escrowKey: EscrowKeyring;
   /** pino options, or false for none (tests). */
   logger?: FastifyServerOptions['logger'];
 }
@@ -73,8 +77,12 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; c
     const status = e.statusCode && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500;
     if (status >= 500) req.log.error({ err: e }, 'request failed');
     const code = status === 413 ? 'body-too-large' : status === 415 ? 'unsupported-media-type' : status >= 500 ? 'internal' : 'bad-request';
-    const message =
-      status === 413 ? `request body is larger than this server accepts (${config.bodyLimit} bytes): send smaller batches` : status >= 500 ? 'internal server error (see the server log)' : e.message;
+    const routeLimit = req.routeOptions.bodyLimit;
+    const tooLarge =
+      routeLimit !== undefined && routeLimit !== config.bodyLimit
+        ? `request body is larger than ${req.method} ${req.routeOptions.url ?? req.url} accepts (${routeLimit} bytes)`
+        : `request body is larger than this server accepts (${config.bodyLimit} bytes): send smaller batches`;
+    const message = status === 413 ? tooLarge : status >= 500 ? 'internal server error (see the server log)' : e.message;
     return reply.code(status).send({ error: code, message });
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url.split('?')[0]}` }));
@@ -102,6 +110,8 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; c
   await app.register(async (scope) => metaRoutes(scope, ctx));
   await app.register(async (scope) => deviceRoutes(scope, ctx));
   await app.register(async (scope) => adminRoutes(scope, ctx));
+  await app.register(async (scope) => deviceRecoveryKeyRoutes(scope, ctx));
+  await app.register(async (scope) => adminRecoveryKeyRoutes(scope, ctx));
   await app.register(async (scope) => streamRoutes(scope, ctx));
   await app.register(async (scope) => bootRoutes(scope, ctx));
   await app.register(async (scope) => dashboardRoutes(scope, ctx));

@@ -11,6 +11,7 @@ const CACHE_MS = 30_000;
 const CACHE_MAX = 10_000;
 
 export interface Authenticator {
+  /** Who the admin is: the user's name, or `admin-token:` and the first 8 hex of the token's hash (for audit records). */
   admin(req: FastifyRequest): Promise<string>;
   device(req: FastifyRequest): Promise<Device>;
   /** Drops cached answers (after a revocation or re-enrollment). */
@@ -47,10 +48,11 @@ export function createAuthenticator(store: Store): Authenticator {
         if (kindOf(token) !== 'admin') throw unauthorized('this is not an admin token (admin tokens start with bla_)');
         const hash = hashSecret(token);
         const seen = admins.get(hash);
-        if (seen !== undefined && Date.now() - seen < CACHE_MS) return 'admin-token';
+        const who = `admin-token:${hash.slice(0, 8)}`;
+        if (seen !== undefined && Date.now() - seen < CACHE_MS) return who;
         if (!(await store.hasAdminToken(hash))) throw unauthorized('unknown admin token');
         remember(admins, hash, Date.now());
-        return 'admin-token';
+        return who;
       }
       const b = basic(req);
       if (b) {

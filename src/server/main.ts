@@ -11,6 +11,7 @@ import type { Store } from './db/store.ts';
 import { buildApp } from './app.ts';
 import { hashSecret, newSecret } from './credentials.ts';
 import { loadOrCreateSecret } from './secret.ts';
+import { escrowKeyring, escrowKeySource } from './escrow/key-file.ts';
 import { defaultImageName, registerImage } from './images/register.ts';
 import { dnsmasqProxyConfig } from './boot/dnsmasq.ts';
 import { startTftpServer } from './tftp/server.ts';
@@ -74,7 +75,8 @@ export async function startServer(o: ServeOptions, logger?: false): Promise<Runn
   const adminToken = await ensureAdminToken(store, o.newAdminToken === true);
   const secret = await loadOrCreateSecret(config.data);
   const feed = await openFeed(config.db, store);
-  const { app } = await buildApp({ store, feed, config, secret, ...(logger === false ? { logger: false } : {}) });
+  const escrowKey = escrowKeyring(escrowKeySource(config.data));
+  const { app } = await buildApp({ store, feed, config, secret, escrowKey, ...(logger === false ? { logger: false } : {}) });
   const { host, port } = splitHostPort(config.listen);
   let tftp: Awaited<ReturnType<typeof startTftpServer>> | undefined;
   try {

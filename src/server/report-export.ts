@@ -1,5 +1,9 @@
 // Run reports for a line's records: one row per run (JSON or CSV). Pure.
 import type { Device, Run } from '../api/admin.ts';
+import type { EscrowedVolume } from '../api/recovery-key.ts';
+
+/** What a report row says of a volume escrowed during the run: never its key. */
+export type ReportVolume = Pick<EscrowedVolume, 'volumeUuid' | 'partition' | 'keyslot'>;
 
 export interface ReportRow {
   deviceId: string;
@@ -14,13 +18,15 @@ export interface ReportRow {
   durationSeconds: string;
   failedTask: string;
   message: string;
+  /** Volumes whose recovery key was escrowed during the run: `<uuid> (<partition> keyslot <n>)`, `; `-separated. */
+  volumes: string;
 }
 
 export const REPORT_COLUMNS: (keyof ReportRow)[] = [
-  'deviceId', 'serial', 'batch', 'macs', 'runId', 'plan', 'status', 'startedAt', 'endedAt', 'durationSeconds', 'failedTask', 'message',
+  'deviceId', 'serial', 'batch', 'macs', 'runId', 'plan', 'status', 'startedAt', 'endedAt', 'durationSeconds', 'failedTask', 'message', 'volumes',
 ];
 
-export function reportRow(run: Run, device: Device): ReportRow {
+export function reportRow(run: Run, device: Device, volumes: readonly ReportVolume[] = []): ReportRow {
   const tasks = Array.isArray(run.report?.tasks) ? (run.report.tasks as { name?: unknown; status?: unknown; optional?: unknown; message?: unknown }[]) : [];
   const failed = tasks.find((t) => t.status === 'failed' && t.optional !== true);
   const duration = run.endedAt ? (Date.parse(run.endedAt) - Date.parse(run.startedAt)) / 1000 : NaN;
@@ -38,6 +44,7 @@ export function reportRow(run: Run, device: Device): ReportRow {
     durationSeconds: Number.isFinite(duration) ? duration.toFixed(1) : '',
     failedTask: typeof failed?.name === 'string' ? failed.name : '',
     message: run.status === 'ok' ? '' : message,
+    volumes: volumes.map((v) => `${v.volumeUuid} (${v.partition} keyslot ${v.keyslot})`).join('; '),
   };
 }
 

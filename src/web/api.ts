@@ -1,6 +1,7 @@
 // The management API as the dashboard calls it: the server's own record types, the admin
 // credentials the operator logged in with on every call, errors as the server words them.
 import type { Device, EnrollmentToken, Image, LineSnapshot, Plan, Rule, Run, SetupSnippets, StoredEvent } from '../api/admin.ts';
+import type { EscrowedVolume, RevealedRecoveryKey } from '../api/recovery-key.ts';
 
 export type Credentials = { kind: 'token'; token: string } | { kind: 'user'; user: string; password: string };
 
@@ -77,6 +78,9 @@ export class Api {
   device = (id: string) => this.json<Device>('GET', `/devices/${encodeURIComponent(id)}`);
   runs = (deviceId: string) => this.json<Run[]>('GET', `/devices/${encodeURIComponent(deviceId)}/runs`);
   events = (runId: string, after = -1, limit = 1000) => this.json<StoredEvent[]>('GET', `/runs/${encodeURIComponent(runId)}/events?after=${after}&limit=${limit}`);
+  recoveryKeys = (id: string) => this.json<EscrowedVolume[]>('GET', `/devices/${encodeURIComponent(id)}/recovery-keys`);
+  revealRecoveryKey = (id: string, volumeUuid: string) =>
+    this.json<RevealedRecoveryKey>('POST', `/devices/${encodeURIComponent(id)}/recovery-keys/${encodeURIComponent(volumeUuid)}/reveal`);
   reprovision = (id: string) => this.json<void>('POST', `/devices/${encodeURIComponent(id)}/reprovision`);
   plans = () => this.json<Plan[]>('GET', '/plans');
   putPlan = (name: string, body: { description?: string; config: Record<string, unknown> }) => this.json<Plan>('PUT', `/plans/${encodeURIComponent(name)}`, body);

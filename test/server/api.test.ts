@@ -254,10 +254,10 @@ function suite(kind: 'sqlite' | 'postgres') {
       assert.equal(csv.status, 200);
       assert.match(csv.headers.get('content-type') ?? '', /text\/csv/);
       const lines = csv.text.trimEnd().split('\r\n');
-      assert.equal(lines[0], 'deviceId,serial,batch,macs,runId,plan,status,startedAt,endedAt,durationSeconds,failedTask,message');
+      assert.equal(lines[0], 'deviceId,serial,batch,macs,runId,plan,status,startedAt,endedAt,durationSeconds,failedTask,message,volumes');
       assert.equal(lines.length, 2);
       assert.ok(lines[1]!.startsWith(`${d.deviceId},EXP-1,export-batch,,run-exp-1,`));
-      assert.match(lines[1]!, /,failed,.*,finish,"'=cmd\|exit status 3, ""disk full"""$/);
+      assert.match(lines[1]!, /,failed,.*,finish,"'=cmd\|exit status 3, ""disk full""",$/, 'message, then an empty volumes cell');
       const json = (await s.admin('GET', '/api/v1/export?batch=export-batch')).json;
       assert.equal(json.length, 1);
       assert.equal(json[0].failedTask, 'finish');

@@ -104,6 +104,19 @@ describe('report export', () => {
     assert.equal(row.message, 'exit 3');
     assert.equal(row.durationSeconds, '90.0');
     assert.equal(toCsv([row]).split('\r\n').length, 3);
+    assert.equal(row.volumes, '');
+  });
+  it('names the volumes whose recovery key was escrowed during the run, in one cell', () => {
+    const run: Run = { id: 'r2', deviceId: 'dev_1', plan: 'p', startedAt: '2026-01-01T00:00:00.000Z', endedAt: null, status: 'running', progress: 10, report: null };
+    const volumes = [
+      { volumeUuid: '0f3c1a52-3b5e-4c1d-9a7e-2d4b6c8e0f11', partition: '/dev/vda3', keyslot: 2, recoveryKey: 'never-shown' },
+      { volumeUuid: '1f3c1a52-3b5e-4c1d-9a7e-2d4b6c8e0f11', partition: 'data', keyslot: 1 },
+    ];
+    const row = reportRow(run, device(), volumes);
+    assert.equal(row.volumes, '0f3c1a52-3b5e-4c1d-9a7e-2d4b6c8e0f11 (/dev/vda3 keyslot 2); 1f3c1a52-3b5e-4c1d-9a7e-2d4b6c8e0f11 (data keyslot 1)');
+    const csv = toCsv([row]);
+    assert.ok(csv.split('\r\n')[0]!.endsWith(',volumes'));
+    assert.ok(!csv.includes('never-shown'));
   });
 });
 

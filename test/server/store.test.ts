@@ -9,7 +9,7 @@ import { openStore, parseDbUrl } from '../../src/server/db/connect.ts';
 import type { KyselyStore } from '../../src/server/db/kysely-store.ts';
 import { MIGRATION_NAMES } from '../../src/server/db/migrations.ts';
 import { encodeMessage, openFeed, seqRanges, NOTIFY_MAX_BYTES, type FeedMessage, type PgFeed } from '../../src/server/db/feed.ts';
-import { ForeignRunError, UnknownDeviceError, type Store } from '../../src/server/db/store.ts';
+import { ForeignRunError, UnknownDeviceError, VolumeOfAnotherDeviceError, type Store } from '../../src/server/db/store.ts';
 import type { BootlineEvent, RunReport } from '../../src/events.ts';
 import type { Device } from '../../src/api/admin.ts';
 
@@ -679,6 +679,44 @@ for (const backend of backends) {
       assert.equal(await store.deleteImage('line-a'), true);
       assert.equal(await store.deleteImage('line-a'), false);
       assert.deepEqual(await store.listImages(), []);
+    });
+
+    it('keeps sealed recovery keys: one record per volume, replaced by its device, refused to another, reveals counted', async () => {
+      const { store } = await fresh('escrow');
+      const a = await newDevice(store);
+      const b = await newDevice(store);
+      await store.ingestEvents(a.id, [runStart('run-crypt', 0)], at(1), 'p');
+      const vol = '0f3c1a52-3b5e-4c1d-9a7e-2d4b6c8e0f11';
+      const rec = { deviceId: a.id, volumeUuid: vol, partition: '/dev/vda3', label: 'data', keyslot: 2, pcrs: [7, 11], runId: 'run-crypt', sealed: 'bl-escrow-1.x.1', createdAt: at(2) };
+      assert.equal(await store.putRecoveryKey(rec), 'stored');
+      assert.equal(await store.countRecoveryKeys(), 1);
+      await assert.rejects(store.putRecoveryKey({ ...rec, deviceId: b.id, sealed: 'bl-escrow-1.x.other' }), VolumeOfAnotherDeviceError);
+      assert.equal((await store.getRecoveryKey(a.id, vol))?.sealed, 'bl-escrow-1.x.1', 'the other device changed nothing');
+      assert.equal(await store.getRecoveryKey(b.id, vol), undefined);
+
+      await store.recordRecoveryKeyReveal(a.id, [vol], 'alice', at(3));
+      await store.recordRecoveryKeyReveal(b.id, [vol], 'mallory', at(4));
+      await store.recordRecoveryKeyReveal(a.id, [vol], 'bob', at(5));
+      const listed = await store.listRecoveryKeys(a.id);
+      assert.deepEqual(listed, [
+        { volumeUuid: vol, partition: '/dev/vda3', label: 'data', keyslot: 2, pcrs: [7, 11], runId: 'run-crypt', createdAt: at(2), revealedAt: at(5), revealedBy: 'bob', revealCount: 2 },
+      ]);
+      assert.ok(!('sealed' in listed[0]!), 'the list carries no sealed key either');
+      assert.deepEqual(
+        (await store.recoveryKeysOfRuns(['run-crypt', 'run-none'])).map((k) => [k.deviceId, k.volumeUuid, k.sealed]),
+        [[a.id, vol, 'bl-escrow-1.x.1']],
+      );
+
+      // Re-provisioned: the same device's new key replaces the record and its reveal history.
+      assert.equal(await store.putRecoveryKey({ ...rec, keyslot: 1, pcrs: null, label: null, runId: null, sealed: 'bl-escrow-1.x.2', createdAt: at(6) }), 'replaced');
+      assert.deepEqual(await store.getRecoveryKey(a.id, vol), {
+        deviceId: a.id, volumeUuid: vol, partition: '/dev/vda3', label: null, keyslot: 1, pcrs: null, runId: null, sealed: 'bl-escrow-1.x.2', createdAt: at(6), revealedAt: null, revealedBy: null, revealCount: 0,
+      });
+      assert.deepEqual(await store.recoveryKeysOfRuns(['run-crypt']), []);
+      assert.equal(await store.deleteRecoveryKey(b.id, vol), false);
+      assert.equal(await store.deleteRecoveryKey(a.id, vol), true);
+      assert.equal(await store.countRecoveryKeys(), 0);
+      assert.equal(await store.putRecoveryKey({ ...rec, deviceId: b.id }), 'stored', 'once forgotten, another device may escrow it');
     });
 
     it('feeds stored events to subscribers', async () => {

@@ -1,6 +1,6 @@
 // The dashboard in Debian's Chromium against the real server (in-process, SQLite) fed by
 // simulated devices posting real events over HTTP: login, live tiles, failures, stalls,
-// filters, the device view, plans, tokens, the setup snippet and the CSV export. It takes
+// filters, the device view and its recovery keys, plans, tokens, the setup snippet and the CSV export. It takes
 // the README's screenshots (docs/images/) from the real page.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -193,8 +193,57 @@ describe('dashboard in Chromium', () => {
     await a1.endRun('ok');
     await timeline.locator('tr.task-ok', { hasText: 'deploy-image' }).locator('td', { hasText: '42.0 s' }).waitFor();
     await page.locator('.report .badge.run-ok').waitFor();
-    assert.match((await page.locator('[data-testid=recovery-key]').textContent()) ?? '', /Not available yet/);
     await page.getByRole('heading', { name: 'Inventory' }).waitFor();
+  });
+
+  it("an admin reveals a device's escrowed recovery key after confirming, and exports the run's report with it; each is recorded", async () => {
+    const a1 = devices.find((d) => d.serial === 'A-0001')!;
+    const keys = page.getByTestId('recovery-key');
+    await keys.getByText('No recovery key escrowed').waitFor();
+    const volumeUuid = '7d4f2b9e-1c3a-4e5f-8a6b-0c9d8e7f6a5b';
+    const recoveryKey = 'fjkhbgrd-cutdvnbl-eikhtevr-ilrtgfne-vhbhlgfk-nunrtcgd-nkecfbgd-kjvijfdk';
+    await a1.escrowRecoveryKey({ volumeUuid, partition: '/dev/vda3', label: 'data', keyslot: 2, recoveryKey, pcrs: [7] });
+    // (A running device's section reloads as its tasks move on; this one's run has ended.)
+    await page.reload();
+    const row = keys.locator(`tr[data-volume="${volumeUuid}"]`);
+    await row.waitFor();
+    assert.match((await row.textContent()) ?? '', /\/dev\/vda3 \(data\).*7d4f2b9e-1c3a-4e5f-8a6b-0c9d8e7f6a5b.*never/);
+    assert.ok(!((await page.content()).includes(recoveryKey)), 'the key is not on the page before a reveal');
+    const button = row.getByRole('button', { name: 'Reveal recovery key of /dev/vda3' });
+
+    // Dismissed: nothing revealed, nothing recorded.
+    page.once('dialog', (d) => {
+      assert.match(d.message(), /Reveal the recovery key of \/dev\/vda3 .* on A-0001\?.*recorded with your name/s);
+      void d.dismiss();
+    });
+    await button.click();
+    await page.waitForTimeout(200);
+    assert.equal(await page.getByTestId('revealed-key').count(), 0);
+    const listed = await s.admin('GET', `/api/v1/devices/${a1.deviceId}/recovery-keys`);
+    assert.equal(listed.json[0].revealCount, 0);
+
+    page.once('dialog', (d) => void d.accept());
+    await button.click();
+    const shown = page.getByTestId('revealed-key');
+    await shown.waitFor();
+    assert.equal(await shown.textContent(), recoveryKey);
+    assert.match(await shown.evaluate((el) => getComputedStyle(el).fontFamily), /mono/i);
+    await row.locator('td.revealed', { hasText: /by admin-token:[0-9a-f]{8} \(1×\)/ }).waitFor();
+    await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: s.url });
+    await page.getByRole('button', { name: 'Copy recovery key' }).click();
+    await page.locator('.copy-status', { hasText: 'Copied.' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), recoveryKey);
+    await page.getByRole('button', { name: 'Hide' }).click();
+    assert.equal(await page.getByTestId('revealed-key').count(), 0);
+
+    // The run's report, exported with the key escrowed during it, after its own confirm.
+    page.once('dialog', (d) => void d.accept());
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download report with recovery keys (JSON)' }).click()]);
+    const report = JSON.parse(readFileSync((await download.path())!, 'utf8')) as { serial: string; volumes: { volumeUuid: string; recoveryKey: string }[] };
+    assert.equal(report.serial, 'A-0001');
+    assert.deepEqual(report.volumes.map((v) => [v.volumeUuid, v.recoveryKey]), [[volumeUuid, recoveryKey]]);
+    const after = await s.admin('GET', `/api/v1/devices/${a1.deviceId}/recovery-keys`);
+    assert.deepEqual([after.json[0].revealCount, /\(run report\)$/.test(after.json[0].revealedBy)], [2, true]);
   });
 
   it('plans are checked with the agent schema when saved; tokens are created, shown once and revoked', async () => {
@@ -293,6 +342,11 @@ describe('dashboard in Chromium', () => {
             },
           });
           assert.equal(inv.status, 204, inv.text);
+          // Write-through encryption formats the volume before the image is written: its key is escrowed even though the write fails.
+          await d.escrowRecoveryKey({
+            volumeUuid: '3b1e6c0a-9f2d-4c7b-8e5a-1d0f2a4b6c8e', partition: '/dev/sda3', label: 'data', keyslot: 1,
+            recoveryKey: 'bdefghij-klnrtuvc-defghijk-lnrtuvcb-efghijkl-nrtuvcbd-fghijkln-rtuvcbde', pcrs: [7],
+          });
           await d.endTask('failed', 20_000, 'sha256 mismatch in range 1312-1344 MiB (image corrupted in transfer?)');
           await d.endRun('failed', 'deploy-image failed: sha256 mismatch in range 1312-1344 MiB');
         }
@@ -318,6 +372,7 @@ describe('dashboard in Chromium', () => {
     await page.locator('table.timeline').waitFor();
     await page.locator('pre.log', { hasText: 'sha256 mismatch' }).waitFor();
     await page.locator('.inventory', { hasText: 'IPC-5000' }).waitFor();
+    await page.locator('[data-testid=recovery-key] tr[data-volume]').waitFor();
     await page.screenshot({ path: join(IMAGES, 'dashboard-device.png'), fullPage: true });
   });
 });

@@ -1,20 +1,22 @@
 // Simulated devices for the dashboard's tests and benchmark: each enrolls with a real
 // enrollment token and posts real events (the agent's vocabulary, run ids and sequence
-// numbers) over HTTP to POST /api/v1/device/events, as the agent's http reporter does.
+// numbers) over HTTP to POST /api/v1/device/events, as the agent's http reporter does, and
+// escrows recovery keys as the encrypt-disk task does (PUT /api/v1/device/recovery-keys/…).
 import { Agent, request } from 'node:http';
 import type { BootlineEvent, EventBody } from '../../src/events.ts';
+import type { RecoveryKeyEscrow } from '../../src/api/recovery-key.ts';
 
 export interface SimTask {
   name: string;
   effort: number;
 }
 
-function post(url: string, body: unknown, token: string | undefined, agent?: Agent): Promise<{ status: number; json: unknown }> {
+function post(url: string, body: unknown, token: string | undefined, agent?: Agent, method = 'POST'): Promise<{ status: number; json: unknown }> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
     const req = request(
       url,
-      { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...(token ? { authorization: `Bearer ${token}` } : {}) } },
+      { method, agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...(token ? { authorization: `Bearer ${token}` } : {}) } },
       (res) => {
         let text = '';
         res.setEncoding('utf8');
@@ -137,6 +139,12 @@ export class SimDevice {
         },
       },
     ]);
+  }
+
+  /** Escrows a recovery key for the current run. */
+  async escrowRecoveryKey(escrow: Omit<RecoveryKeyEscrow, 'runId'>): Promise<void> {
+    const r = await post(`${this.url}/api/v1/device/recovery-keys/${escrow.volumeUuid}`, { ...escrow, runId: this.runId }, this.credential, this.agent, 'PUT');
+    if (r.status !== 204) throw new Error(`recovery key of ${this.serial}: HTTP ${r.status} ${JSON.stringify(r.json)}`);
   }
 
   close(): void {

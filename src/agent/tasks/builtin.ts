@@ -1,6 +1,7 @@
 // What a built-in task is: a named piece of agent code with its own option schema
 // (checked when the config is loaded, before anything runs) and a run function.
 import type { TObject, Static } from '@sinclair/typebox';
+import type { RecoveryKeyEscrow } from '../../api/recovery-key.ts';
 
 export interface TaskProgress {
   /** 0-100 within this task. */
@@ -45,6 +46,12 @@ export interface TaskContext<O = Record<string, unknown>> {
 export interface DeviceServer {
   /** Stores the device's inventory document on its record. */
   putInventory(doc: Record<string, unknown>): Promise<void>;
+  /**
+   * Escrows a LUKS2 volume's recovery key (sealed at rest on the server, shown only to
+   * admins); a second escrow of the same volume replaces the first. Throws before sending
+   * when the body is invalid (a malformed key), and on the server's refusal.
+   */
+  putRecoveryKey(escrow: RecoveryKeyEscrow): Promise<void>;
   /** The server, as it is shown in messages. */
   readonly shown: string;
 }

@@ -5,8 +5,9 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Compilable, type CompiledQuery, type Generated, type Kysely, type QueryResult, type Selectable, type Transaction } from 'kysely';
 import type { BootlineEvent } from '../../events.ts';
 import type { Device, DeviceState, EnrollmentToken, Image, Plan, Rule, Run, StoredEvent } from '../../api/admin.ts';
-import type { DeviceFilter, DeviceIdentity, IngestResult, Store } from './store.ts';
-import { ForeignRunError, UnknownDeviceError } from './store.ts';
+import type { EscrowedVolume } from '../../api/recovery-key.ts';
+import type { DeviceFilter, DeviceIdentity, IngestResult, NewRecoveryKey, RecoveryKeyRecord, Store } from './store.ts';
+import { ForeignRunError, UnknownDeviceError, VolumeOfAnotherDeviceError } from './store.ts';
 import { migrate } from './migrations.ts';
 import { GroupCommit } from './group-commit.ts';
 
@@ -105,6 +106,21 @@ interface ImagesTable {
   location: string;
   created_at: string;
 }
+interface RecoveryKeysTable {
+  volume_uuid: string;
+  device_id: string;
+  partition: string;
+  label: string | null;
+  keyslot: number;
+  /** JSON array of PCR numbers. */
+  pcrs: string | null;
+  run_id: string | null;
+  sealed: string;
+  created_at: string;
+  revealed_at: string | null;
+  revealed_by: string | null;
+  reveal_count: Generated<number>;
+}
 
 export interface Database {
   admin_tokens: AdminTokensTable;
@@ -118,6 +134,7 @@ export interface Database {
   plans: PlansTable;
   rules: RulesTable;
   images: ImagesTable;
+  recovery_keys: RecoveryKeysTable;
 }
 
 type Db = Kysely<Database>;
@@ -203,6 +220,25 @@ function toImage(r: Selectable<ImagesTable>): Image {
   const image: Image = { name: r.name, files: JSON.parse(r.files) as Image['files'], location: r.location, createdAt: r.created_at };
   if (r.version !== null) image.version = r.version;
   return image;
+}
+
+function toEscrowedVolume(r: Selectable<RecoveryKeysTable>): EscrowedVolume {
+  return {
+    volumeUuid: r.volume_uuid,
+    partition: r.partition,
+    label: r.label,
+    keyslot: Number(r.keyslot),
+    pcrs: parseJson<number[]>(r.pcrs),
+    runId: r.run_id,
+    createdAt: r.created_at,
+    revealedAt: r.revealed_at,
+    revealedBy: r.revealed_by,
+    revealCount: Number(r.reveal_count),
+  };
+}
+
+function toRecoveryKey(r: Selectable<RecoveryKeysTable>): RecoveryKeyRecord {
+  return { ...toEscrowedVolume(r), deviceId: r.device_id, sealed: r.sealed };
 }
 
 const STATE_OF: Record<RunStatus, DeviceState> = { running: 'running', ok: 'succeeded', failed: 'failed', aborted: 'aborted' };
@@ -988,6 +1024,93 @@ export class KyselyStore implements Store {
   async countEvents(): Promise<number> {
     const r = await this.db.selectFrom('events').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
     return Number(r.n);
+  }
+
+  // -------------------------------------------------------------------------------
+  // Escrowed recovery keys
+
+  async putRecoveryKey(rec: NewRecoveryKey): Promise<'stored' | 'replaced'> {
+    return this.tx(async (db) => {
+      const values = {
+        partition: rec.partition,
+        label: rec.label,
+        keyslot: rec.keyslot,
+        pcrs: rec.pcrs === null ? null : JSON.stringify(rec.pcrs),
+        run_id: rec.runId,
+        sealed: rec.sealed,
+        created_at: rec.createdAt,
+        revealed_at: null,
+        revealed_by: null,
+        reveal_count: 0,
+      };
+      // Insert first: two first escrows of one volume racing on PostgreSQL meet on the primary key, not in a lost update.
+      const inserted = await db
+        .insertInto('recovery_keys')
+        .values({ volume_uuid: rec.volumeUuid, device_id: rec.deviceId, ...values })
+        .onConflict((oc) => oc.column('volume_uuid').doNothing())
+        .executeTakeFirst();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) > 0) return 'stored';
+      const existing = await db
+        .selectFrom('recovery_keys')
+        .select('device_id')
+        .where('volume_uuid', '=', rec.volumeUuid)
+        .$if(this.dialect === 'postgres', (q) => q.forUpdate())
+        .executeTakeFirstOrThrow();
+      if (existing.device_id !== rec.deviceId) throw new VolumeOfAnotherDeviceError(rec.volumeUuid, rec.deviceId);
+      await db.updateTable('recovery_keys').set(values).where('volume_uuid', '=', rec.volumeUuid).execute();
+      return 'replaced';
+    });
+  }
+
+  async listRecoveryKeys(deviceId: string): Promise<EscrowedVolume[]> {
+    const rows = await this.db
+      .selectFrom('recovery_keys')
+      .selectAll()
+      .where('device_id', '=', deviceId)
+      .orderBy('created_at', 'desc')
+      .orderBy('volume_uuid')
+      .execute();
+    return rows.map(toEscrowedVolume);
+  }
+
+  async getRecoveryKey(deviceId: string, volumeUuid: string): Promise<RecoveryKeyRecord | undefined> {
+    const r = await this.db.selectFrom('recovery_keys').selectAll().where('volume_uuid', '=', volumeUuid).where('device_id', '=', deviceId).executeTakeFirst();
+    return r && toRecoveryKey(r);
+  }
+
+  async recordRecoveryKeyReveal(deviceId: string, volumeUuids: string[], by: string, at: string): Promise<void> {
+    if (volumeUuids.length === 0) return;
+    await this.db
+      .updateTable('recovery_keys')
+      .set((eb) => ({ revealed_at: at, revealed_by: by, reveal_count: eb('reveal_count', '+', 1) }))
+      .where('device_id', '=', deviceId)
+      .where('volume_uuid', 'in', volumeUuids)
+      .execute();
+  }
+
+  async recoveryKeysOfRuns(runIds: string[]): Promise<RecoveryKeyRecord[]> {
+    const out: RecoveryKeyRecord[] = [];
+    for (let i = 0; i < runIds.length; i += 500) {
+      const rows = await this.db
+        .selectFrom('recovery_keys')
+        .selectAll()
+        .where('run_id', 'in', runIds.slice(i, i + 500))
+        .orderBy('created_at')
+        .orderBy('volume_uuid')
+        .execute();
+      out.push(...rows.map(toRecoveryKey));
+    }
+    return out;
+  }
+
+  async countRecoveryKeys(): Promise<number> {
+    const r = await this.db.selectFrom('recovery_keys').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  async deleteRecoveryKey(deviceId: string, volumeUuid: string): Promise<boolean> {
+    const r = await this.db.deleteFrom('recovery_keys').where('volume_uuid', '=', volumeUuid).where('device_id', '=', deviceId).executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
   }
 
   // -------------------------------------------------------------------------------

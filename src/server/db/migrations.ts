@@ -142,6 +142,29 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    // Recovery keys escrowed by encrypt-disk, sealed (AES-256-GCM) under the escrow key file.
+    // One row per LUKS2 volume: a re-provisioned device's new key replaces the old one.
+    '002_recovery_keys': {
+      async up(db: AnyDb) {
+        await db.schema
+          .createTable('recovery_keys')
+          .addColumn('volume_uuid', 'text', (c) => c.primaryKey())
+          .addColumn('device_id', 'text', (c) => c.notNull().references('devices.id'))
+          .addColumn('partition', 'text', (c) => c.notNull())
+          .addColumn('label', 'text')
+          .addColumn('keyslot', 'integer', (c) => c.notNull())
+          .addColumn('pcrs', 'text')
+          .addColumn('run_id', 'text')
+          .addColumn('sealed', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('revealed_at', 'text')
+          .addColumn('revealed_by', 'text')
+          .addColumn('reveal_count', 'integer', (c) => c.notNull().defaultTo(0))
+          .execute();
+        await db.schema.createIndex('recovery_keys_device').on('recovery_keys').columns(['device_id', 'created_at']).execute();
+        await db.schema.createIndex('recovery_keys_run').on('recovery_keys').column('run_id').execute();
+      },
+    },
   };
 }
 

@@ -2,6 +2,7 @@
 // (Kysely) runs the same queries on SQLite and PostgreSQL.
 import type { BootlineEvent } from '../../events.ts';
 import type { Device, DeviceState, EnrollmentToken, Image, Plan, Rule, Run, StoredEvent } from '../../api/admin.ts';
+import type { EscrowedVolume } from '../../api/recovery-key.ts';
 
 export interface DeviceIdentity {
   serial?: string;
@@ -28,6 +29,15 @@ export interface IngestResult {
   /** The device after the batch was applied (state, progress, current task). */
   device: Device;
 }
+
+/** An escrowed recovery key as stored: the listed fields, whose device, and the sealed key. */
+export interface RecoveryKeyRecord extends EscrowedVolume {
+  deviceId: string;
+  /** The key sealed under the server's escrow key (escrow/seal.ts); never the key itself. */
+  sealed: string;
+}
+
+export type NewRecoveryKey = Omit<RecoveryKeyRecord, 'revealedAt' | 'revealedBy' | 'revealCount'>;
 
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
@@ -86,6 +96,22 @@ export interface Store {
   /** When each of these runs started (runs not found are left out): the dashboard's elapsed times. */
   runStarts(runIds: string[]): Promise<Record<string, string>>;
 
+  /**
+   * Stores a sealed recovery key; a re-escrow of the same volume by the same device replaces
+   * it (and its reveal record). Throws VolumeOfAnotherDeviceError, storing nothing, when the
+   * volume is escrowed for another device.
+   */
+  putRecoveryKey(rec: NewRecoveryKey): Promise<'stored' | 'replaced'>;
+  /** A device's escrowed volumes, newest first, without their keys. */
+  listRecoveryKeys(deviceId: string): Promise<EscrowedVolume[]>;
+  getRecoveryKey(deviceId: string, volumeUuid: string): Promise<RecoveryKeyRecord | undefined>;
+  /** Records that these volumes' keys were shown to `by`. */
+  recordRecoveryKeyReveal(deviceId: string, volumeUuids: string[], by: string, at: string): Promise<void>;
+  /** The recovery keys escrowed during these runs (sealed). */
+  recoveryKeysOfRuns(runIds: string[]): Promise<RecoveryKeyRecord[]>;
+  countRecoveryKeys(): Promise<number>;
+  deleteRecoveryKey(deviceId: string, volumeUuid: string): Promise<boolean>;
+
   listPlans(): Promise<Plan[]>;
   getPlan(name: string): Promise<Plan | undefined>;
   putPlan(plan: Plan, now: string): Promise<void>;
@@ -117,5 +143,16 @@ export class ForeignRunError extends Error {
   ) {
     super(`run ${runId} belongs to another device than ${deviceId}`);
     this.name = 'ForeignRunError';
+  }
+}
+
+/** putRecoveryKey for a volume another device escrowed: nothing is stored. */
+export class VolumeOfAnotherDeviceError extends Error {
+  constructor(
+    readonly volumeUuid: string,
+    readonly deviceId: string,
+  ) {
+    super(`volume ${volumeUuid} is escrowed for another device than ${deviceId}`);
+    this.name = 'VolumeOfAnotherDeviceError';
   }
 }

@@ -10,13 +10,18 @@ import { hashPassword, hashSecret, newSecret } from '../credentials.ts';
 import { badRequest, notFound } from '../errors.ts';
 import { imageRefs } from '../plan-resolve.ts';
 import { validatePlan } from '../plan-validate.ts';
-import { reportRow, toCsv } from '../report-export.ts';
+import { reportRow, toCsv, type ReportVolume } from '../report-export.ts';
+import { exportRecoveryKeys } from './recovery-keys.ts';
 
 const security: { [label: string]: string[] }[] = [{ admin: [] }, { adminUser: [] }];
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody };
 const Id = Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) });
 const NameParam = Type.Object({ name: Name });
-const Format = Type.Object({ format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('csv')])) });
+const Format = Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('csv')]));
+const ReportQuery = Type.Object({
+  format: Format,
+  recoveryKeys: Type.Optional(Type.Boolean({ description: 'JSON only: include the recovery keys escrowed during the run (recorded as reveals)' })),
+});
 
 const DeviceQuery = Type.Object({
   state: Type.Optional(DeviceState),
@@ -136,15 +141,31 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
       return reply.type('text/plain; charset=utf-8').send(log);
     },
   );
-  app.get<{ Params: { id: string }; Querystring: Static<typeof Format> }>(
+  app.get<{ Params: { id: string }; Querystring: Static<typeof ReportQuery> }>(
     `${API_PREFIX}/runs/:id/report`,
-    { schema: { summary: "A run's report for the line's records (JSON or CSV)", ...tag('runs'), params: Id, querystring: Format } },
+    {
+      schema: {
+        summary: "A run's report for the line's records (JSON or CSV); with recoveryKeys=true (JSON) the recovery keys escrowed during the run, each recorded as a reveal",
+        ...tag('runs'),
+        params: Id,
+        querystring: ReportQuery,
+      },
+    },
     async (req, reply) => {
       const run = await store.getRun(req.params.id);
       const device = run && (await store.getDevice(run.deviceId));
       if (!run || !device) throw notFound(`no run ${req.params.id}`);
-      if (req.query.format === 'csv') return sendCsv(reply, `run-${run.id}.csv`, toCsv([reportRow(run, device)]));
-      return { ...reportRow(run, device), report: run.report };
+      const keys = await store.recoveryKeysOfRuns([run.id]);
+      if (req.query.format === 'csv') {
+        if (req.query.recoveryKeys) throw badRequest('keys-not-in-csv', 'recovery keys are only exported in the JSON report (format=json): a CSV ends up in spreadsheets');
+        return sendCsv(reply, `run-${run.id}.csv`, toCsv([reportRow(run, device, keys)]));
+      }
+      // The device's record for the line: the volumes always, their keys when asked for.
+      const volumes = req.query.recoveryKeys
+        ? await exportRecoveryKeys(ctx, req, keys)
+        : keys.map((k) => ({ volumeUuid: k.volumeUuid, partition: k.partition, label: k.label, keyslot: k.keyslot, pcrs: k.pcrs }));
+      if (req.query.recoveryKeys) reply.header('cache-control', 'no-store');
+      return { ...reportRow(run, device, keys), report: run.report, volumes };
     },
   );
   app.get<{ Querystring: Static<typeof ExportQuery> }>(
@@ -152,7 +173,10 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
     { schema: { summary: "A batch's run reports, one row per run (JSON or CSV)", ...tag('runs'), querystring: ExportQuery } },
     async (req, reply) => {
       const { format, ...filter } = req.query;
-      const rows = (await store.listRunsForExport(filter)).map(({ run, device }) => reportRow(run, device));
+      const runs = await store.listRunsForExport(filter);
+      const keys = new Map<string | null, ReportVolume[]>();
+      for (const k of await store.recoveryKeysOfRuns(runs.map((r) => r.run.id))) keys.set(k.runId, [...(keys.get(k.runId) ?? []), k]);
+      const rows = runs.map(({ run, device }) => reportRow(run, device, keys.get(run.id)));
       if (format === 'csv') return sendCsv(reply, `bootline-${filter.batch ?? 'all'}.csv`, toCsv(rows));
       return rows;
     },

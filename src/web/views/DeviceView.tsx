@@ -1,8 +1,9 @@
 // One device: its record, its runs, and for the chosen run the timeline of tasks (durations,
-// efforts), the live log tail, the report, the inventory; the recovery key stays behind an
-// explicit action (and is not offered while the server has no endpoint for it).
+// efforts), the live log tail, the report, the inventory, and its escrowed disk volumes
+// (each recovery key behind an explicit, recorded reveal).
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { Device, Run, StoredEvent } from '../../api/admin.ts';
+import type { EscrowedVolume } from '../../api/recovery-key.ts';
 import { authHeader, type Api } from '../api.ts';
 import { followStream } from '../sse.ts';
 import { buildTimeline, type Timeline } from '../run-timeline.ts';
@@ -10,6 +11,7 @@ import type { StreamEntry } from '../line-model.ts';
 import { displayName } from '../line-model.ts';
 import { formatDuration } from '../../format.ts';
 import { Inventory } from './Inventory.tsx';
+import { RecoveryKeys } from './RecoveryKeys.tsx';
 
 const LOG_TAIL = 200;
 const when = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString() : '—');
@@ -21,6 +23,7 @@ export function DeviceView({ api, id }: { api: Api; id: string }) {
   const [events, setEvents] = useState<StoredEvent[]>([]);
   const [error, setError] = useState<string>();
   const [notice, setNotice] = useState<string>();
+  const [volumes, setVolumes] = useState<EscrowedVolume[]>([]);
   const runRef = useRef<string | undefined>(undefined);
   runRef.current = runId;
 
@@ -194,23 +197,21 @@ export function DeviceView({ api, id }: { api: Api; id: string }) {
           <h2>Log (last {LOG_TAIL} lines, live)</h2>
           <LogTail logs={logs} />
           <h2>Report</h2>
-          <ReportView run={run} api={api} />
+          <ReportView run={run} api={api} keysInRun={volumes.filter((v) => v.runId === run.id).length} />
         </>
       )}
 
       <h2>Inventory</h2>
       <Inventory inventory={device.inventory} />
 
-      <h2>Recovery key</h2>
-      <div className="placeholder" data-testid="recovery-key">
-        <p>
-          <strong>Not available yet.</strong> This server has no recovery-key endpoint (disk encryption is being added separately). When it has one,
-          the key is shown here only after an explicit admin action, and each reveal is recorded.
-        </p>
-        <button type="button" disabled aria-disabled="true">
-          Reveal recovery key
-        </button>
-      </div>
+      <h2>Recovery keys</h2>
+      <RecoveryKeys
+        api={api}
+        deviceId={device.id}
+        deviceName={displayName(device)}
+        refresh={`${device.currentRun ?? ''}:${device.currentTask ?? ''}:${device.state}`}
+        onVolumes={setVolumes}
+      />
     </section>
   );
 }
@@ -292,7 +293,7 @@ function LogTail({ logs }: { logs: StoredEvent[] }) {
   );
 }
 
-function ReportView({ run, api }: { run: Run; api: Api }) {
+function ReportView({ run, api, keysInRun }: { run: Run; api: Api; keysInRun: number }) {
   const r = run.report as null | { status?: string; durationMs?: number; message?: string; tasks?: { name: string; status: string; attempts: number; durationMs: number; message?: string; lastLines?: string[] }[] };
   return (
     <div className="report">
@@ -323,6 +324,21 @@ function ReportView({ run, api }: { run: Run; api: Api }) {
         <button type="button" onClick={() => void api.download(`/runs/${encodeURIComponent(run.id)}/report?format=csv`, `run-${run.id}.csv`)}>
           Download report (CSV)
         </button>
+        {keysInRun > 0 && (
+          <>
+            {' '}
+            <button
+              type="button"
+              onClick={() => {
+                const n = keysInRun === 1 ? 'the recovery key' : `the ${keysInRun} recovery keys`;
+                if (!window.confirm(`Download this run's report with ${n} escrowed during it?\n\nAnyone with the file can unlock those disks. The export is recorded with your name.`)) return;
+                void api.download(`/runs/${encodeURIComponent(run.id)}/report?format=json&recoveryKeys=true`, `run-${run.id}-with-keys.json`);
+              }}
+            >
+              Download report with recovery keys (JSON)
+            </button>
+          </>
+        )}
       </p>
     </div>
   );

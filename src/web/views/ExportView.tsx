@@ -34,7 +34,7 @@ export function ExportView({ api }: { api: Api }) {
   return (
     <section aria-labelledby="export-title">
       <h1 id="export-title">Export reports</h1>
-      <p>One row per run: device, serial, batch, MACs, plan, status, start, end, duration, failed task and message. Cells a spreadsheet would run as a formula start with &apos;.</p>
+      <p>One row per run: device, serial, batch, MACs, plan, status, start, end, duration, failed task, message and the volumes whose recovery key was escrowed (never the keys). Cells a spreadsheet would run as a formula start with &apos;.</p>
       <form className="inline-form" onSubmit={(e) => e.preventDefault()} aria-label="Export filter">
         <label>
           Batch
