@@ -2,9 +2,7 @@
 // bits as 64 "modhex" characters in 8 dashed groups. The format is typeable on any
 // keyboard layout, and systemd-cryptsetup and cryptsetup take it as a passphrase.
 import { randomBytes } from 'node:crypto';
-
-const MODHEX = 'cbdefghijklnrtuv';
-export const RECOVERY_KEY_PATTERN = /^([cbdefghijklnrtuv]{8}-){7}[cbdefghijklnrtuv]{8}$/;
+import { MODHEX } from '../api/recovery-key.ts';
 
 export function recoveryKeyOf(bytes: Uint8Array): string {
   if (bytes.length !== 32) throw new Error('a recovery key is made of 32 bytes');

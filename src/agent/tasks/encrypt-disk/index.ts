@@ -21,17 +21,6 @@ import { formatDuration } from '../../../format.ts';
 
 type Ctx = TaskContext<EncryptDiskOptionsT>;
 
-/** What the server stores for a volume (see the escrow API). */
-interface Escrow {
-  volumeUuid: string;
-  partition: string;
-  label?: string;
-  keyslot: number;
-  recoveryKey: string;
-  pcrs?: number[];
-}
-type EscrowServer = { putRecoveryKey?(e: Escrow): Promise<void> };
-
 const why = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 async function withVolumeOpen<T>(v: PreparedVolume, key: string, f: (dev: string) => Promise<T>): Promise<T> {
@@ -56,13 +45,13 @@ async function finishVolume(v: PreparedVolume, o: EncryptDiskOptionsT, ctx: Ctx,
   }
   // 2. The recovery key, escrowed before the temporary key goes: the server must hold a way in first.
   if ((o.recoveryKey ?? 'escrow') === 'escrow') {
-    const server = ctx.server as (typeof ctx.server & EscrowServer) | undefined;
-    if (!server?.putRecoveryKey) throw new TaskError('recoveryKey is escrow, but this agent\'s server connection cannot store recovery keys');
+    const server = ctx.server;
+    if (!server) throw new TaskError('recoveryKey is escrow, but the agent is not enrolled with a line server');
     const rk = newRecoveryKey();
     const slot = await cryptsetup.addKey(v.device, v.tempKey, rk);
     await cryptsetup.importToken(v.device, { type: 'systemd-recovery', keyslots: [String(slot)] });
     try {
-      await server.putRecoveryKey({ volumeUuid: v.luksUuid, partition: v.device, ...(v.label ? { label: v.label } : {}), keyslot: slot, recoveryKey: rk, pcrs });
+      await server.putRecoveryKey({ volumeUuid: v.luksUuid, partition: v.device, ...(v.label ? { label: v.label } : {}), keyslot: slot, recoveryKey: rk, pcrs, ...(ctx.env.BOOTLINE_RUN_ID ? { runId: ctx.env.BOOTLINE_RUN_ID } : {}) });
     } catch (e) {
       await cryptsetup.killSlot(v.device, slot).catch(() => {});
       throw new TaskError(`${v.device}: the recovery key could not be escrowed to ${server.shown} (${why(e)}); the volume keeps its temporary key, and the task can be re-run`);
