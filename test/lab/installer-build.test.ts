@@ -98,7 +98,7 @@ test('the manifest says what is in the installer, and the initramfs holds the to
   assert.equal(m.files['initrd.img'].bytes, readFileSync(join(dir, 'a', 'initrd.img')).length);
   assert.match(m.kernel.release, /^\d+\.\d+\.\d+-\d+-amd64$/);
   const names = m.packages.map((p) => p.name);
-  for (const p of ['busybox-static', 'util-linux', 'fdisk', 'e2fsprogs', 'cryptsetup-bin', 'tpm2-tools', 'kmod', 'libc6']) assert.ok(names.includes(p), p);
+  for (const p of ['busybox-static', 'util-linux', 'fdisk', 'e2fsprogs', 'cryptsetup-bin', 'tpm2-tools', 'kmod', 'libc6', 'systemd', 'libsystemd-shared']) assert.ok(names.includes(p), p);
   assert.equal(m.node.note, 'node runtime copied from the build host');
   assert.ok(m.modules.load.includes('virtio_blk') && m.modules.load.includes('dm_crypt'));
 
@@ -114,8 +114,18 @@ test('the manifest says what is in the installer, and the initramfs holds the to
     'usr/sbin/resize2fs', 'usr/sbin/mkfs.vfat', 'usr/sbin/cryptsetup', 'usr/bin/tpm2_getcap', 'usr/sbin/dmidecode', 'usr/bin/efibootmgr', 'usr/bin/zstd', 'usr/bin/xz',
     'usr/bin/lbzip2', 'usr/bin/lz4', 'usr/bin/gzip', 'usr/sbin/modprobe', 'usr/sbin/udhcpc', 'etc/ssl/certs/ca-certificates.crt',
     `usr/lib/modules/${m.kernel.release}/modules.dep.bin`, `usr/lib/modules/${m.kernel.release}/kernel/drivers/block/virtio_blk.ko`,
+    // disk encryption (encrypt-disk): systemd's TPM2 enrollment, its library and the TSS2 libraries it loads with dlopen, dm-crypt's modules
+    'usr/bin/systemd-cryptenroll', 'usr/lib/systemd/systemd-cryptsetup', 'usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so',
+    'usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-252.so', 'usr/lib/x86_64-linux-gnu/libtss2-esys.so.0', 'usr/lib/x86_64-linux-gnu/libtss2-rc.so.0',
+    'usr/lib/x86_64-linux-gnu/libtss2-mu.so.0', 'usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0',
+    ...['md/dm-mod', 'md/dm-crypt'].map((f) => `usr/lib/modules/${m.kernel.release}/kernel/drivers/${f}.ko`),
+    ...['xts', 'ecb', 'algif_skcipher', 'algif_hash', 'af_alg'].map((f) => `usr/lib/modules/${m.kernel.release}/kernel/crypto/${f}.ko`),
   ];
   assert.deepEqual(want.filter((p) => !paths.has(p)), [], 'missing from the initramfs');
+  // Only those files of systemd: not its service manager, units or other tools (each MB costs boot time under TCG).
+  const systemd = [...paths].filter((p) => /(^|\/)systemd/.test(p) && !p.startsWith('usr/lib/modules/'));
+  assert.deepEqual(systemd.filter((p) => !/^usr\/(bin\/systemd-cryptenroll|lib\/systemd(\/systemd-cryptsetup)?|lib\/x86_64-linux-gnu\/(systemd(\/libsystemd-shared-252\.so)?|cryptsetup\/libcryptsetup-token-systemd-tpm2\.so))$/.test(p)), [], 'systemd files beyond the ones for encryption');
+  for (const mod of ['dm_crypt', 'xts', 'ecb', 'algif_skcipher']) assert.ok(m.modules.load.includes(mod), mod);
   assert.ok(![...paths].some((p) => p.startsWith('usr/share/doc/') || p.startsWith('usr/share/man/')), 'no documentation');
   assert.match(list, /^-rwxr-xr-x +1 root +root .* Jan +1 +1970 init$/m, 'root-owned, fixed mtime');
 });
@@ -233,6 +243,7 @@ const TOOLS = [
   'sfdisk -v', 'lsblk -V', 'blkdiscard -V', 'blockdev -V', 'wipefs -V', 'losetup -V', 'blkid -V', 'mke2fs -V', 'e2fsck -V', 'resize2fs -P /dev/null',
   'mkfs.vfat --help', 'cryptsetup --version', 'tpm2_getcap -v', 'dmidecode --version', 'efibootmgr --version', 'zstd -V', 'xz -V', 'lbzip2 -V',
   'lz4 -V', 'gzip -V', 'bzip2 -V', 'modprobe -V', 'node -v', 'bootline --version',
+  'systemd-cryptenroll --version', '/usr/lib/systemd/systemd-cryptsetup --help',
 ];
 const TOOLS_SCRIPT = `for c in ${TOOLS.map((t) => `'${t}'`).join(' ')}; do
   out=$($c 2>&1 < /dev/null); rc=$?

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { elfNeeds } from '../../src/lab/installer/elf.ts';
 import { moduleName, parseBuiltin, parseModulesDep, selectModules } from '../../src/lab/installer/modules.ts';
-import { isLibraryPackage, libraryClosure, parseAptDepends } from '../../src/lab/installer/packages.ts';
+import { DLOPENED_LIBRARIES, INSTALLER_PACKAGE_FILES, isLibraryPackage, libraryClosure, parseAptDepends } from '../../src/lab/installer/packages.ts';
 import { candidateVersions, parseCandidates } from '../../src/lab/debian-packages.ts';
 import { cpioHeader, cpioStream } from '../../src/lab/installer/cpio.ts';
 import { FileTree, isExcluded, mergedPath, type Entry } from '../../src/lab/installer/tree.ts';
@@ -29,6 +29,25 @@ test('ELF needs: the host node names its interpreter and libc; a script is no EL
   const readelf = execFileSync('readelf', ['-d', process.execPath], { encoding: 'utf8' });
   assert.deepEqual(needs.needed, [...readelf.matchAll(/\(NEEDED\)\s+Shared library: \[(.+)\]/g)].map((m) => m[1]));
   assert.equal(elfNeeds(Buffer.from('#!/bin/sh\necho hi\n')), undefined);
+});
+
+test('ELF needs: RUNPATH directories are read, and a library there satisfies the check (systemd\'s tools)', () => {
+  const dir = tempDir();
+  writeFileSync(join(dir, 'main.c'), 'int main(void) { return 0; }\n');
+  const withRunpath = join(dir, 'with-runpath');
+  // g++ (setup.sh) drives the linker; --enable-new-dtags writes DT_RUNPATH as Debian's systemd has it.
+  execFileSync('g++', ['-x', 'c', '-o', withRunpath, join(dir, 'main.c'), '-Wl,--enable-new-dtags,-rpath,/usr/lib/x86_64-linux-gnu/systemd:/opt/x', '-L/usr/lib/x86_64-linux-gnu', '-Wl,--no-as-needed', '-lm']);
+  const needs = elfNeeds(readFileSync(withRunpath));
+  assert.deepEqual(needs?.runpath, ['/usr/lib/x86_64-linux-gnu/systemd', '/opt/x']);
+  assert.equal(elfNeeds(readFileSync(process.execPath))?.runpath, undefined);
+  // libm.so.6 only in the RUNPATH directory: found there, and not found without it.
+  const tree = new FileTree();
+  tree.set('usr/bin/tool', { kind: 'file', mode: 0o755, source: withRunpath, size: 0, origin: 'systemd 252' });
+  const lib = (path: string) => tree.set(path, { kind: 'file', mode: 0o644, source: '/dev/null', size: 0, origin: 'test' });
+  for (const l of ['usr/lib64/ld-linux-x86-64.so.2', 'usr/lib/x86_64-linux-gnu/libc.so.6', 'usr/lib/x86_64-linux-gnu/libstdc++.so.6', 'usr/lib/x86_64-linux-gnu/libgcc_s.so.1']) lib(l);
+  assert.deepEqual(checkLibraries(tree).missing.map((m) => m.library), ['libm.so.6']);
+  lib('usr/lib/x86_64-linux-gnu/systemd/libm.so.6');
+  assert.deepEqual(checkLibraries(tree).missing, []);
 });
 
 test('modules: the closure of the wanted ones from modules.dep; built-in and unknown ones are told apart', () => {
@@ -161,6 +180,43 @@ test('libraries: a program without its libraries fails the check by name; node b
   assert.ok(added.some((l) => l.path === 'usr/lib/x86_64-linux-gnu/libc.so.6' && l.for === 'node'));
   assert.ok(added.some((l) => l.path === 'usr/lib64/ld-linux-x86-64.so.2'), 'and the dynamic loader');
   assert.deepEqual(checkLibraries(tree).missing, []);
+});
+
+test('tree: a package taken in part gives only its listed files, even under excluded dirs; a file it lacks fails by name', () => {
+  const pkg = tempDir();
+  mkdirSync(join(pkg, 'lib/systemd/system'), { recursive: true });
+  mkdirSync(join(pkg, 'usr/bin'), { recursive: true });
+  writeFileSync(join(pkg, 'lib/systemd/systemd-cryptsetup'), 'x');
+  writeFileSync(join(pkg, 'lib/systemd/system/cryptsetup.target'), 'x');
+  writeFileSync(join(pkg, 'usr/bin/systemd-cryptenroll'), 'x');
+  writeFileSync(join(pkg, 'usr/bin/systemctl'), 'x');
+  symlinkSync('systemd-cryptenroll', join(pkg, 'usr/bin/enroll'));
+  const tree = new FileTree();
+  tree.addFiles(pkg, ['lib/systemd/systemd-cryptsetup', 'usr/bin/systemd-cryptenroll', 'usr/bin/enroll'], 'systemd 252');
+  assert.ok(isExcluded('lib/systemd/systemd-cryptsetup'), 'a whole-package add would leave it out');
+  assert.equal(tree.entries.get('usr/lib/systemd/systemd-cryptsetup')?.kind, 'file');
+  assert.deepEqual(tree.entries.get('usr/bin/enroll'), { kind: 'symlink', target: 'systemd-cryptenroll' });
+  assert.equal(tree.entries.has('usr/bin/systemctl') || tree.entries.has('usr/lib/systemd/system/cryptsetup.target'), false);
+  assert.throws(() => tree.addFiles(pkg, ['usr/bin/systemd-repart'], 'systemd 252'), /systemd 252 has no file \/usr\/bin\/systemd-repart .*INSTALLER_PACKAGE_FILES/);
+  // The real list: systemd's TPM2 enrollment tools, each with the TSS2 libraries it loads with dlopen.
+  assert.deepEqual(INSTALLER_PACKAGE_FILES.systemd?.files.map(mergedPath).sort(), [
+    'usr/bin/systemd-cryptenroll', 'usr/lib/systemd/systemd-cryptsetup', 'usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so',
+  ]);
+  assert.ok(DLOPENED_LIBRARIES['usr/bin/systemd-cryptenroll']?.includes('libtss2-esys.so.0'));
+});
+
+test('libraries: a library loaded with dlopen that the tree lacks fails the check, named as such', () => {
+  // Not ELF files (the DT_NEEDED check skips them): only what dlopen loads is checked here.
+  const file = (origin: string): Entry => ({ kind: 'file', mode: 0o755, source: '/dev/null', size: 0, origin });
+  const tree = new FileTree();
+  tree.set('usr/bin/systemd-cryptenroll', file('systemd 252'));
+  tree.set('usr/lib/x86_64-linux-gnu/libc.so.6', file('libc6'));
+  const dlopened = { 'usr/bin/systemd-cryptenroll': ['libtss2-esys.so.0', 'libc.so.6'], 'usr/bin/absent': ['libnothing.so.1'] };
+  const check = checkLibraries(tree, dlopened);
+  assert.deepEqual(check.missing, [{ program: 'usr/bin/systemd-cryptenroll', library: 'libtss2-esys.so.0 (loaded with dlopen)', origin: 'systemd 252' }]);
+  assert.match(missingLibrariesMessage(check.missing), /\/usr\/bin\/systemd-cryptenroll \(from systemd 252\) needs libtss2-esys\.so\.0 \(loaded with dlopen\)/);
+  tree.set('usr/lib/x86_64-linux-gnu/libtss2-esys.so.0', { kind: 'file', mode: 0o644, source: '/dev/null', size: 0, origin: 'libtss2-esys-3.0.2-0' });
+  assert.deepEqual(checkLibraries(tree, dlopened).missing, []);
 });
 
 /** Runs /init's functions with the host's dash (the installer's /bin/sh), on a given command line. */

@@ -16,7 +16,7 @@ import { onPath } from '../../which.ts';
 import { assembleContents } from './contents.ts';
 import { prepareModules } from './kernel-modules.ts';
 import { DEFAULT_MODULES } from './modules.ts';
-import { INSTALLER_PACKAGES, aptDepends, libraryClosure } from './packages.ts';
+import { DLOPENED_LIBRARIES, INSTALLER_PACKAGES, INSTALLER_PACKAGE_FILES, aptDepends, libraryClosure } from './packages.ts';
 import { addHostLibraries, checkLibraries, missingLibrariesMessage, type HostLibrary } from './libraries.ts';
 import { infoArchive, packCompressed } from './pack.ts';
 import { USB_DATA_LABEL, USB_TOOLS, buildUsbImage, type UsbBoot } from './usb-image.ts';
@@ -148,9 +148,11 @@ export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
     log(`  ${kernel.package.name} ${kernel.package.version} (${kernel.release})`);
 
     step('packages: the tools and the libraries they depend on');
-    const names = await libraryClosure(Object.keys(INSTALLER_PACKAGES), aptDepends);
+    // Packages taken in part (systemd) that are not in INSTALLER_PACKAGES bring no dependencies: what their files need is there.
+    const closure = await libraryClosure(Object.keys(INSTALLER_PACKAGES), aptDepends);
+    const names = [...closure, ...Object.keys(INSTALLER_PACKAGE_FILES).filter((n) => !closure.includes(n))];
     const packages = await fetchPackages(names, o.cache);
-    log(`  ${packages.length} packages: ${packages.map((p) => p.name).join(' ')}`);
+    log(`  ${packages.length} packages: ${packages.map((p) => (INSTALLER_PACKAGE_FILES[p.name] ? `${p.name} (${INSTALLER_PACKAGE_FILES[p.name]!.files.length} files)` : p.name)).join(' ')}`);
 
     step('kernel modules');
     const modules = await prepareModules(kernel, [...DEFAULT_MODULES, ...o.modules], work);
@@ -163,7 +165,7 @@ export async function buildInstaller(o: BuildOptions): Promise<Manifest> {
     step('contents: assembling the tree and checking every program\'s shared libraries');
     const tree = assembleContents({ packages, modules, node: node.path, agent: o.agent });
     const hostLibs = addHostLibraries(tree, ['usr/bin/node']);
-    const check = checkLibraries(tree);
+    const check = checkLibraries(tree, DLOPENED_LIBRARIES);
     if (check.missing.length > 0) throw new InstallerBuildError(missingLibrariesMessage(check.missing));
     log(`  ${tree.entries.size} entries; ${check.programs} ELF files, all libraries present; from the host: ${hostLibs.map((l) => basename(l.path)).join(' ') || 'none'}`);
 

@@ -6,6 +6,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { UnpackedPackage } from '../debian-packages.ts';
 import { FileTree, mergedPath } from './tree.ts';
+import { INSTALLER_PACKAGE_FILES } from './packages.ts';
 import { INIT_PATHS, agentWrapper, initScript, powerWrapper, udhcpcScript } from './init-script.ts';
 
 export interface ContentInputs {
@@ -27,6 +28,11 @@ export function assembleContents(i: ContentInputs): FileTree {
   tree.set('dev/console', { kind: 'chardev', mode: 0o600, major: 5, minor: 1 });
 
   for (const p of i.packages) {
+    const only = INSTALLER_PACKAGE_FILES[p.name];
+    if (only) {
+      tree.addFiles(p.root, only.files, `${p.name} ${p.version}`);
+      continue;
+    }
     // ca-certificates ships single certificates; its maintainer script makes the bundle (below).
     tree.addTree(p.root, `${p.name} ${p.version}`, (path) => !path.startsWith('usr/share/ca-certificates/'));
   }

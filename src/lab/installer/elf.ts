@@ -8,6 +8,8 @@ export interface ElfNeeds {
   interpreter?: string;
   /** DT_NEEDED sonames, in order. */
   needed: string[];
+  /** DT_RUNPATH (or the older DT_RPATH) directories, searched before the default ones (systemd's tools: /usr/lib/x86_64-linux-gnu/systemd). */
+  runpath?: string[];
 }
 
 const PT_LOAD = 1;
@@ -15,6 +17,8 @@ const PT_DYNAMIC = 2;
 const PT_INTERP = 3;
 const DT_NEEDED = 1n;
 const DT_STRTAB = 5n;
+const DT_RPATH = 15n;
+const DT_RUNPATH = 29n;
 
 export const isElf = (head: Buffer): boolean => head.length >= 4 && head.readUInt32BE(0) === 0x7f454c46;
 
@@ -45,6 +49,7 @@ export function elfNeeds(buf: Buffer): ElfNeeds | undefined {
     return l ? Number(addr - l.vaddr + l.offset) : undefined;
   };
   const neededAt: bigint[] = [];
+  let runpathAt: bigint | undefined;
   let strtab: number | undefined;
   for (let p = dynamic.offset; p + 16 <= dynamic.offset + dynamic.size && p + 16 <= buf.length; p += 16) {
     const tag = buf.readBigInt64LE(p);
@@ -52,9 +57,12 @@ export function elfNeeds(buf: Buffer): ElfNeeds | undefined {
     if (tag === 0n) break;
     if (tag === DT_NEEDED) neededAt.push(val);
     else if (tag === DT_STRTAB) strtab = toOffset(val);
+    else if (tag === DT_RUNPATH || (tag === DT_RPATH && runpathAt === undefined)) runpathAt = val;
   }
   if (strtab === undefined) return undefined;
-  return { ...(interpreter ? { interpreter } : {}), needed: neededAt.map((o) => cString(buf, strtab + Number(o))) };
+  // $ORIGIN and friends are not expanded: Debian's packages do not use them.
+  const runpath = runpathAt === undefined ? [] : cString(buf, strtab + Number(runpathAt)).split(':').filter(Boolean);
+  return { ...(interpreter ? { interpreter } : {}), needed: neededAt.map((o) => cString(buf, strtab + Number(o))), ...(runpath.length > 0 ? { runpath } : {}) };
 }
 
 function cString(buf: Buffer, at: number): string {

@@ -30,8 +30,9 @@ function readNeeds(source: string): ElfNeeds | undefined {
   return elfNeeds(readFileSync(source));
 }
 
-const findLibrary = (tree: FileTree, soname: string): string | undefined =>
-  LIB_DIRS.map((d) => `${d}/${soname}`).find((p) => tree.resolve(p)?.entry.kind === 'file');
+/** The library's path in the tree: in the program's RUNPATH directories first, then where the loader looks. */
+const findLibrary = (tree: FileTree, soname: string, runpath: readonly string[] = []): string | undefined =>
+  [...runpath.map(mergedPath), ...LIB_DIRS].map((d) => `${d}/${soname}`).find((p) => tree.resolve(p)?.entry.kind === 'file');
 
 export interface HostLibrary {
   /** Path in the initramfs. */
@@ -61,7 +62,7 @@ export function addHostLibraries(tree: FileTree, programPaths: string[]): HostLi
       added.push({ path: dest, from: real, for: basename(program) });
     }
     for (const soname of needs?.needed ?? []) {
-      if (findLibrary(tree, soname)) continue;
+      if (findLibrary(tree, soname, needs?.runpath)) continue;
       const host = HOST_LIB_DIRS.map((d) => `${d}/${soname}`).find((p) => {
         try {
           return statSync(p).isFile();
@@ -86,8 +87,11 @@ export interface LibraryCheck {
   missing: { program: string; library: string; origin: string }[];
 }
 
-/** Checks every ELF file of the tree (kernel modules aside) against the tree's libraries. */
-export function checkLibraries(tree: FileTree): LibraryCheck {
+/**
+ * Checks every ELF file of the tree (kernel modules aside) against the tree's libraries,
+ * and the programs of `dlopened` that are in the tree for the libraries they load with dlopen.
+ */
+export function checkLibraries(tree: FileTree, dlopened: Record<string, readonly string[]> = {}): LibraryCheck {
   const result: LibraryCheck = { programs: 0, missing: [] };
   for (const [path, e] of tree.entries) {
     if (e.kind !== 'file' || path.startsWith('usr/lib/modules/')) continue;
@@ -97,7 +101,13 @@ export function checkLibraries(tree: FileTree): LibraryCheck {
     if (needs.interpreter && tree.resolve(needs.interpreter)?.entry.kind !== 'file')
       result.missing.push({ program: path, library: needs.interpreter, origin: e.origin });
     for (const soname of needs.needed)
-      if (!findLibrary(tree, soname)) result.missing.push({ program: path, library: soname, origin: e.origin });
+      if (!findLibrary(tree, soname, needs.runpath)) result.missing.push({ program: path, library: soname, origin: e.origin });
+  }
+  for (const [program, sonames] of Object.entries(dlopened)) {
+    const e = tree.entries.get(program);
+    if (e?.kind !== 'file') continue;
+    for (const soname of sonames)
+      if (!findLibrary(tree, soname)) result.missing.push({ program, library: `${soname} (loaded with dlopen)`, origin: e.origin });
   }
   return result;
 }

@@ -15,7 +15,9 @@ export const DEFAULT_MODULES = [
   // filesystems and what the image engine and the encryption task use
   'ext4', 'vfat', 'nls_cp437', 'nls_ascii', 'nls_iso8859_1', 'nls_utf8', 'squashfs', 'loop',
   // crc32c: ext4's metadata checksums; the generic one where the CPU has no SSE4.2 (QEMU's TCG)
-  'dm_mod', 'dm_crypt', 'xts', 'aesni_intel', 'crc32c_intel', 'crc32c_generic',
+  // dm-crypt's default aes-xts-plain64: aes and sha256 are built in, xts and the ecb it wraps
+  // are modules; AF_ALG (algif_*) is how cryptsetup checks ciphers and encrypts keyslots
+  'dm_mod', 'dm_crypt', 'xts', 'ecb', 'aesni_intel', 'algif_skcipher', 'algif_hash', 'crc32c_intel', 'crc32c_generic',
   'efivarfs', '9p', '9pnet_virtio',
   'tpm_tis', 'tpm_crb',
 ] as const;

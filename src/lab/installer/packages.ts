@@ -24,12 +24,50 @@ export const INSTALLER_PACKAGES: Record<string, string> = {
   'cryptsetup-bin': 'cryptsetup (disk encryption)',
   'tpm2-tools': 'tpm2_* (TPM enrollment)',
   'libtss2-tcti-device0': 'the TPM transport tpm2-tools loads with dlopen (not a DT_NEEDED library)',
+  // systemd's tools below link it (RUNPATH /usr/lib/x86_64-linux-gnu/systemd); it loads the TSS2 libraries with dlopen.
+  'libsystemd-shared': 'the library of systemd-cryptenroll, systemd-cryptsetup and the cryptsetup token plugin',
+  // systemd 252 loads these with dlopen for TPM2 work; tpm2-tools depends on them too, named here so that they stay.
+  'libtss2-esys-3.0.2-0': 'libtss2-esys (dlopen by libsystemd-shared)', 'libtss2-mu0': 'libtss2-mu (dlopen by libsystemd-shared)', 'libtss2-rc0': 'libtss2-rc (dlopen by libsystemd-shared)',
   dmidecode: 'inventory',
   efibootmgr: 'boot entries of the target',
   efitools: 'efi-updatevar and signature lists (Secure Boot enrollment)',
   gzip: 'gzip', 'xz-utils': 'xz images', zstd: 'zstd images', lz4: 'lz4 images', bzip2: 'bzip2 images', lbzip2: 'parallel bzip2 (preferred by the image engine)',
   kmod: 'modprobe (also for the kernel\'s own module requests, e.g. crypto for dm-crypt)',
   'ca-certificates': 'CA bundle for https servers and images',
+};
+
+/**
+ * Packages of which only some files are taken (paths as in the package): the rest of
+ * them belongs to an installed system, and every MB of the initramfs costs boot time under
+ * emulation. The library dependencies of those not also in INSTALLER_PACKAGES are not
+ * followed: list those there (the ELF check names one that is missing).
+ */
+export const INSTALLER_PACKAGE_FILES: Record<string, { files: string[]; why: string }> = {
+  // In INSTALLER_PACKAGES too, for its library dependencies; its other library (libsystemd-core, 2 MB) is PID 1's.
+  'libsystemd-shared': {
+    files: ['usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-252.so'],
+    why: 'the library of systemd\'s tools below (their RUNPATH is /usr/lib/x86_64-linux-gnu/systemd)',
+  },
+  systemd: {
+    files: [
+      'usr/bin/systemd-cryptenroll',
+      'lib/systemd/systemd-cryptsetup',
+      // libcryptsetup looks for token plugins in /lib/x86_64-linux-gnu/cryptsetup: `cryptsetup open --token-only` with a TPM2 keyslot
+      'usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so',
+    ],
+    why: 'TPM2 keyslots and recovery keys for LUKS2 (encrypt-disk); the token plugin opens a volume with the TPM alone',
+  },
+};
+
+/**
+ * Libraries that programs load with dlopen, which their ELF headers do not name: the build
+ * checks they are there too. Program path in the initramfs -> sonames (seen with LD_DEBUG=libs
+ * in a lab guest; docs/notes/luks-in-the-installer.md).
+ */
+export const DLOPENED_LIBRARIES: Record<string, string[]> = {
+  'usr/bin/systemd-cryptenroll': ['libtss2-esys.so.0', 'libtss2-rc.so.0', 'libtss2-mu.so.0', 'libtss2-tcti-device.so.0'],
+  'usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so': ['libtss2-esys.so.0', 'libtss2-rc.so.0', 'libtss2-mu.so.0', 'libtss2-tcti-device.so.0'],
+  'usr/bin/tpm2_getcap': ['libtss2-tcti-device.so.0'],
 };
 
 /** Packages of shared libraries: the dependencies worth following into an initramfs. */

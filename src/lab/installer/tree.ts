@@ -80,6 +80,25 @@ export class FileTree {
     walk('');
   }
 
+  /**
+   * Adds only `paths` (as in the package: "lib/systemd/x") of a package's unpacked tree,
+   * merged-/usr, whatever the exclusions say. A path the package lacks is an error.
+   */
+  addFiles(root: string, paths: readonly string[], origin: string): void {
+    for (const src of paths) {
+      let st;
+      try {
+        st = lstatSync(join(root, src));
+      } catch {
+        throw new Error(`${origin} has no file /${src} (unpacked in ${root}): the list of files taken from it (INSTALLER_PACKAGE_FILES in src/lab/installer/packages.ts) does not match this version`);
+      }
+      const dest = mergedPath(src);
+      if (st.isSymbolicLink()) this.set(dest, { kind: 'symlink', target: readlinkSync(join(root, src)) });
+      else if (st.isFile()) this.set(dest, { kind: 'file', mode: st.mode & 0o7777, source: join(root, src), size: st.size, origin });
+      else throw new Error(`${origin}: /${src} is neither a file nor a symlink; INSTALLER_PACKAGE_FILES in src/lab/installer/packages.ts takes files only`);
+    }
+  }
+
   /** The entry at `path`, following symlinks (absolute ones from the tree's root). */
   resolve(path: string, depth = 0): { path: string; entry: Entry } | undefined {
     if (depth > 20) return undefined;
