@@ -22,6 +22,10 @@ const PACKAGES: Record<string, string> = {
   sfdisk: 'fdisk',
   mount: 'mount',
   umount: 'mount',
+  wipefs: 'util-linux',
+  dumpe2fs: 'e2fsprogs',
+  tpm2_createprimary: 'tpm2-tools',
+  tpm2_hmac: 'tpm2-tools',
 };
 
 export interface RunOptions {
@@ -123,7 +127,12 @@ export const cryptsetup = {
     });
   },
   async open(dev: string, name: string, key: string): Promise<void> {
-    await run('cryptsetup', ['open', '--key-file', '-', dev, name], { input: key });
+    // Without dm-crypt's work queues: measured 36 s -> 22 s for 240 MiB of buffered writes under TCG.
+    await run('cryptsetup', ['open', '--perf-no_read_workqueue', '--perf-no_write_workqueue', '--key-file', '-', dev, name], { input: key });
+  },
+  /** Recovers a header whose reencryption was cut (cryptsetup will not resume before). */
+  async repair(dev: string, key: string): Promise<void> {
+    await run('cryptsetup', ['repair', '--batch-mode', '--key-file', '-', dev], { input: key });
   },
   async close(name: string): Promise<void> {
     await run('cryptsetup', ['close', name]);
@@ -146,7 +155,8 @@ export const cryptsetup = {
   },
   /** Whether `key` opens a keyslot of `dev` (nothing is activated). */
   async testKey(dev: string, key: string): Promise<boolean> {
-    return (await run('cryptsetup', ['open', '--test-passphrase', '--key-file', '-', dev], { input: key, okCodes: [1, 2] })).code === 0;
+    // Without --disable-external-tokens cryptsetup tries the TPM token first, and it would open.
+    return (await run('cryptsetup', ['open', '--test-passphrase', '--disable-external-tokens', '--key-file', '-', dev], { input: key, okCodes: [1, 2] })).code === 0;
   },
   /** Whether a token (the TPM's) opens `dev` with no passphrase at all. */
   async testTokenOnly(dev: string): Promise<{ ok: boolean; said: string }> {

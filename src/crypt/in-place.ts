@@ -1,19 +1,20 @@
 // In-place encryption of a partition already written (isar-cip-core's reencrypt, done
 // at bootstrapping time): shrink the ext filesystem, `cryptsetup reencrypt --encrypt
-// --reduce-device-size`, and resume it after a power loss. The temporary key lives in
-// a LUKS2 token of the volume itself while the reencryption runs: the data is still
-// readable in the clear until then, so the key on the same disk exposes nothing more,
-// and it is wiped with its keyslot once the TPM and recovery keys are enrolled.
+// --reduce-device-size`, and resume it after a power loss. cryptsetup needs the key to
+// resume, and a header in reencryption state takes no token to keep it in; so the
+// temporary key is one the TPM derives from the partition's UUID (tpmDerivedKey): the next
+// run makes the same key again, nothing is stored, and its keyslot is wiped at the end.
 import { open } from 'node:fs/promises';
-import { cryptsetup, reencryptPending, run, type LuksDump } from './cryptsetup.ts';
+import { cryptsetup, keyDir, reencryptPending, run, type LuksDump } from './cryptsetup.ts';
 import { parseGpt, SECTOR, type Gpt } from './gpt.ts';
 import { newTemporaryKey } from './recovery-key.ts';
+import { tpmDerivedKey } from './tpm.ts';
+import { formatBytes } from '../format.ts';
 import { partitionDevice, volumeName, type PreparedVolume } from './volumes.ts';
 import { resolvePartitions, type CryptPartitionSpec } from './partition-spec.ts';
 
 /** Twice the LUKS2 header, as cryptsetup's manual asks for encryption with a data shift. */
 export const REDUCE_BYTES = 32 * 1024 * 1024;
-export const RESUME_TOKEN = 'bootline-reencrypt';
 
 export async function readDiskGpt(disk: string): Promise<Gpt> {
   const fh = await open(disk, 'r');
@@ -28,6 +29,14 @@ export async function readDiskGpt(disk: string): Promise<Gpt> {
 
 type Log = (m: string) => void;
 
+/** The smallest an ext2/3/4 filesystem can be shrunk to, in bytes (resize2fs -P, in its blocks). */
+async function minimumExtSize(device: string): Promise<number> {
+  const blocks = /minimum size of the filesystem:\s*(\d+)/i.exec((await run('resize2fs', ['-P', device])).stdout)?.[1];
+  const bs = /^Block size:\s*(\d+)/m.exec((await run('dumpe2fs', ['-h', device])).stdout)?.[1];
+  if (!blocks || !bs) throw new Error(`cannot tell how small the filesystem on ${device} can be (resize2fs -P, dumpe2fs -h said nothing usable)`);
+  return Number(blocks) * Number(bs);
+}
+
 /** Whether the partition starts with a LUKS2 header (its magic, "LUKS\xba\xbe"). */
 async function primaryLuksHeader(device: string): Promise<boolean> {
   const fh = await open(device, 'r');
@@ -40,17 +49,12 @@ async function primaryLuksHeader(device: string): Promise<boolean> {
   }
 }
 
-function resumeToken(d: LuksDump): { id: number; key: string; slot: number } | undefined {
-  for (const [id, t] of Object.entries(d.tokens)) {
-    if (t.type === RESUME_TOKEN && typeof t.key === 'string') return { id: Number(id), key: t.key, slot: Number(t.keyslots[0] ?? 0) };
-  }
-  return undefined;
-}
-
 const hasTpmToken = (d: LuksDump) => Object.values(d.tokens).some((t) => t.type === 'systemd-tpm2');
 
 export interface InPlaceOptions {
   mkfs: string;
+  /** TPM2TOOLS_TCTI for the derived key (default the kernel's resource manager). */
+  tcti?: string;
   signal?: AbortSignal;
   log: Log;
   onProgress?: (fraction: number) => void;
@@ -75,25 +79,38 @@ export async function encryptInPlace(disk: string, specs: CryptPartitionSpec[], 
       o.log(`${device}: a stale LUKS2 header of an earlier volume is left beside the image's filesystem: wiped`);
       await run('wipefs', ['-q', '-a', '-t', 'crypto_LUKS', device]);
     }
+    const derived = async () => {
+      const dir = await keyDir();
+      try {
+        return await tpmDerivedKey(p.uuid.toLowerCase(), { dir: dir.path, ...(o.tcti ? { tcti: o.tcti } : {}) });
+      } finally {
+        await dir.remove();
+      }
+    };
     if (await cryptsetup.isLuks(device)) {
       const d = await cryptsetup.dump(device);
-      const token = resumeToken(d);
+      const key = await derived();
+      const ours = await cryptsetup.testKey(device, key);
       if (reencryptPending(d)) {
-        if (!token) throw new Error(`${device} was being encrypted when the power went, before its key was saved: it cannot be resumed. Write the image again (deploy-image) and re-run`);
+        if (!ours) throw new Error(`${device} is in the middle of an encryption that this device's TPM did not start: it cannot be resumed here. Write the image again (deploy-image) and re-run`);
         o.log(`${device}: resuming the interrupted encryption`);
-        await cryptsetup.reencrypt(['--resume-only', device], token.key, { ...(o.signal ? { signal: o.signal } : {}), onProgress: (a, b) => progress(a / b) });
-      } else if (!token) {
-        if (hasTpmToken(d)) {
-          o.log(`${device} is already encrypted and has a TPM keyslot: skipped`);
-          continue;
-        }
-        throw new Error(`${device} is already a LUKS volume, but not one this task started (no TPM keyslot, no temporary key): it cannot be enrolled without its passphrase. Write the image again, or wipe it (wipefs -a ${device}) if its data is not needed`);
+        await cryptsetup.repair(device, key);
+        await cryptsetup.reencrypt(['--resume-only', device], key, { ...(o.signal ? { signal: o.signal } : {}), onProgress: (a, b) => progress(a / b) });
+      } else if (hasTpmToken(d)) {
+        if (ours) {
+          // Cut after enrollment, before the temporary keyslot was wiped.
+          await run('systemd-cryptenroll', ['--wipe-slot=password', device]).catch(() => undefined);
+          o.log(`${device}: already encrypted and enrolled; its temporary keyslot was left by an interrupted run and is wiped`);
+        } else o.log(`${device} is already encrypted and has a TPM keyslot: skipped`);
+        continue;
+      } else if (!ours) {
+        throw new Error(`${device} is already a LUKS volume, but not one this task started (no TPM keyslot, and this TPM's key does not open it): it cannot be enrolled without its passphrase. Write the image again, or wipe it (wipefs -a ${device}) if its data is not needed`);
       }
-      out.push({ ...base, luksUuid: await cryptsetup.uuid(device), tempKey: token!.key, tempSlot: token!.slot, formatted: spec.mode === 'format' });
+      out.push({ ...base, luksUuid: await cryptsetup.uuid(device), tempKey: key, tempSlot: 0, formatted: spec.mode === 'format' });
       continue;
     }
-    const key = newTemporaryKey();
     if (spec.mode === 'format') {
+      const key = newTemporaryKey();
       await cryptsetup.format(device, key, { ...(p.name ? { label: p.name } : {}), ...(o.signal ? { signal: o.signal } : {}) });
       await cryptsetup.open(device, name, key);
       try {
@@ -114,18 +131,19 @@ export async function encryptInPlace(disk: string, specs: CryptPartitionSpec[], 
     const t0 = performance.now();
     // e2fsck exits 1 when it fixed something: that is fine here.
     await run('e2fsck', ['-f', '-y', device], { okCodes: [1] });
+    const min = await minimumExtSize(device);
+    if (min > bytes - REDUCE_BYTES) {
+      throw new Error(
+        `the filesystem on ${device} needs at least ${formatBytes(min)} (resize2fs -P), so it cannot give up ${REDUCE_BYTES >> 20} MiB of its ${formatBytes(bytes)} for the LUKS2 header; nothing was changed. ` +
+          'Use method: write-through (deploy-image in the same plan), a bigger partition, or a filesystem with 4 KiB blocks (mke2fs -b 4096)',
+      );
+    }
+    const key = await derived();
     await run('resize2fs', [device, `${Math.floor((bytes - REDUCE_BYTES) / 1024)}K`]);
     await cryptsetup.reencryptInit(device, key, REDUCE_BYTES, p.name || undefined);
-    await cryptsetup.importToken(device, { type: RESUME_TOKEN, keyslots: ['0'], key });
     o.log(`${device}: filesystem shrunk by ${REDUCE_BYTES >> 20} MiB, LUKS2 header made in ${Math.round(performance.now() - t0)} ms; encrypting in place`);
     await cryptsetup.reencrypt(['--resume-only', device], key, { ...(o.signal ? { signal: o.signal } : {}), onProgress: (a, b) => progress(a / b) });
     out.push({ ...base, luksUuid: await cryptsetup.uuid(device), tempKey: key, tempSlot: 0, formatted: false });
   }
   return out;
-}
-
-/** Removes the resume token (the key it holds is wiped with its keyslot). */
-export async function dropResumeToken(device: string): Promise<void> {
-  const t = resumeToken(await cryptsetup.dump(device));
-  if (t) await cryptsetup.removeToken(device, t.id);
 }

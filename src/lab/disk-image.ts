@@ -53,9 +53,9 @@ export async function buildEsp(file: string, bytes: number, label: string, volum
 }
 
 /** An ext4 image of `bytes` populated from `dir`, with fixed identifiers and times. */
-export async function buildExt4(file: string, bytes: number, label: string, uuid: string, dir: string, mtime: number): Promise<void> {
+export async function buildExt4(file: string, bytes: number, label: string, uuid: string, dir: string, mtime: number, blockSize?: number): Promise<void> {
   sparseFile(file, bytes);
-  await execFile('mke2fs', ['-q', '-t', 'ext4', '-L', label, '-U', uuid, '-E', `root_owner=0:0,hash_seed=${uuid}`, '-d', dir, '-F', file], {
+  await execFile('mke2fs', ['-q', '-t', 'ext4', ...(blockSize ? ['-b', String(blockSize)] : []), '-L', label, '-U', uuid, '-E', `root_owner=0:0,hash_seed=${uuid}`, '-d', dir, '-F', file], {
     env: { ...process.env, E2FSPROGS_FAKE_TIME: String(mtime || 1) },
   });
 }

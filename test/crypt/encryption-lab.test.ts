@@ -35,7 +35,7 @@ const skip = ['qemu-system-x86_64', 'swtpm', 'mke2fs', 'mkfs.vfat', 'sfdisk'].fi
 const CHECK = (how: 'tpm' | 'recovery') =>
   [
     'set -e',
-    how === 'tpm' ? 'cryptsetup open --token-only /dev/vda3 chk' : 'printf %s "$RK" | cryptsetup open --key-file - /dev/vda3 chk',
+    how === 'tpm' ? 'cryptsetup open --token-only /dev/vda3 chk' : 'printf %s "$RK" | cryptsetup open --disable-external-tokens --key-file - /dev/vda3 chk',
     'mount -o ro /dev/mapper/chk /mnt',
     'echo "digest: $(cd /mnt/files && sha256sum * | sha256sum | cut -d " " -f 1)"',
     'umount /mnt && cryptsetup close chk',
@@ -84,7 +84,8 @@ async function targetImage(dir: string): Promise<{ image: string; digest: string
   await buildEsp(join(dir, 'esp.img'), 8 * MiB, 'ESP', '12345678', {}, 1_700_000_000);
   await buildExt4(join(dir, 'root.img'), 16 * MiB, 'rootfs', 'c0de0000-0000-4000-8000-000000000001', root, 1_700_000_000);
   // Most of it empty (holes in the image): reencryption still goes over all of it, which keeps it long enough to be cut.
-  await buildExt4(join(dir, 'data.img'), 160 * MiB, 'datafs', 'c0de0000-0000-4000-8000-000000000002', data, 1_700_000_000);
+  // 4 KiB blocks: with mke2fs' 1 KiB default below 512 MiB, resize2fs will not shrink it for the header.
+  await buildExt4(join(dir, 'data.img'), 160 * MiB, 'datafs', 'c0de0000-0000-4000-8000-000000000002', data, 1_700_000_000, 4096);
   const image = join(dir, 'enc.img');
   await assembleGptImage(image, 'C0DE0000-0000-4000-8000-0000000000AA', [
     { image: join(dir, 'esp.img'), type: ESP_TYPE, uuid: 'C0DE0000-0000-4000-8000-000000000011', name: 'esp' },

@@ -12,7 +12,7 @@ import { TaskError } from '../builtin.ts';
 import { EncryptDiskOptions, type EncryptDiskOptionsT } from './options.ts';
 import { preflight, specsOf } from './preflight.ts';
 import { cryptsetup, enrollTpm2, run } from '../../../crypt/cryptsetup.ts';
-import { dropResumeToken, encryptInPlace, readDiskGpt } from '../../../crypt/in-place.ts';
+import { encryptInPlace, readDiskGpt } from '../../../crypt/in-place.ts';
 import { loadHandoff, partitionDevice, removeHandoff, type PreparedVolume } from '../../../crypt/volumes.ts';
 import { newRecoveryKey } from '../../../crypt/recovery-key.ts';
 import { matches } from '../../../crypt/partition-spec.ts';
@@ -36,12 +36,19 @@ async function finishVolume(v: PreparedVolume, o: EncryptDiskOptionsT, ctx: Ctx,
   const pcrs = o.pcrs ?? [];
   const t0 = performance.now();
   // 1. Growth (write-through made the partition big already; the filesystem follows here).
-  if (v.spec.expand && method === 'write-through') {
+  if (v.spec.expand) {
+    if (method === 'in-place') {
+      // After the reencryption, not before: encrypting the grown partition would cost that much more.
+      const disk = v.device.replace(/p?\d+$/, '');
+      await run('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', '-N', String(v.number), disk], { input: ', +\n' });
+      await run('partx', ['-u', disk]);
+    }
     await withVolumeOpen(v, v.tempKey, async (dev) => {
+      if (method === 'in-place') await run('cryptsetup', ['resize', '--key-file', '-', v.name], { input: v.tempKey });
       await run('e2fsck', ['-f', '-y', dev], { okCodes: [1] });
       await run('resize2fs', [dev]);
     });
-    ctx.log('info', `${v.device}: filesystem grown to fill the volume`);
+    ctx.log('info', `${v.device}: ${method === 'in-place' ? 'partition, volume and ' : ''}filesystem grown to the disk's end`);
   }
   // 2. The recovery key, escrowed before the temporary key goes: the server must hold a way in first.
   if ((o.recoveryKey ?? 'escrow') === 'escrow') {
@@ -61,7 +68,6 @@ async function finishVolume(v: PreparedVolume, o: EncryptDiskOptionsT, ctx: Ctx,
   // 3. The TPM keyslot, then the temporary key is wiped.
   await enrollTpm2(v.device, v.tempKey, pcrs, o.tpmDevice ?? 'auto');
   await cryptsetup.killSlot(v.device, v.tempSlot);
-  await dropResumeToken(v.device);
   // 4. The TPM alone must open it (no passphrase); the temporary key must not.
   const tpm = await cryptsetup.testTokenOnly(v.device);
   if (!tpm.ok) throw new TaskError(`${v.device}: the TPM does not open the volume after enrollment (${tpm.said || 'no reason given'}); its recovery key still does`);

@@ -48,8 +48,9 @@ export async function preflight(o: EncryptDiskOptionsT, env: PreflightEnv): Prom
     }
     throw new TaskError(`cannot encrypt: ${tpm.why}; nothing was written. Enable the TPM in the firmware, or set encryptionOptional: true to install unencrypted`);
   }
-  for (const tool of ['cryptsetup', 'systemd-cryptenroll']) {
-    if (!onPath(tool)) throw new TaskError(`cannot encrypt: ${tool} is not installed (Debian package ${tool === 'cryptsetup' ? 'cryptsetup-bin' : 'systemd'}); the installer must carry it`);
+  const tools: Record<string, string> = { cryptsetup: 'cryptsetup-bin', 'systemd-cryptenroll': 'systemd', tpm2_createprimary: 'tpm2-tools', tpm2_hmac: 'tpm2-tools' };
+  for (const [tool, pkg] of Object.entries(tools)) {
+    if (!onPath(tool)) throw new TaskError(`cannot encrypt: ${tool} is not installed (Debian package ${pkg}); the installer must carry it. Nothing was written`);
   }
   if ((o.recoveryKey ?? 'escrow') === 'escrow' && !env.hasServer) {
     throw new TaskError('cannot encrypt: recoveryKey is escrow, but the agent is not enrolled with a line server to send the key to; nothing was written. Enroll the device, or set recoveryKey: none (the TPM is then the only key)');
