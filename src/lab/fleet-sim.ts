@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startLineServer, type LineServer } from './line-server.ts';
+import { startLineServer, stopChild, type LineServer } from './line-server.ts';
 
 const execFile = promisify(execFileCb);
 
@@ -25,6 +25,21 @@ export interface FleetOptions {
   /** Give up after this long (default 600 s). */
   timeoutSeconds?: number;
   log?: (line: string) => void;
+  /** Each agent also writes every event it emits to `<device>/events.jsonl` (--events), to compare with what the server stored. */
+  eventFiles?: boolean;
+  /** Runs alongside the fleet (e.g. kills and restarts the server); `running()` is false once every agent has exited. */
+  during?: (line: FleetControl, running: () => boolean) => Promise<void>;
+  /** Runs once every agent has exited, before the server stops (further checks of its records). */
+  after?: (line: FleetControl, devices: DeviceResult[]) => Promise<void>;
+}
+
+/** The line server of a running fleet, for `during`. */
+export interface FleetControl {
+  readonly server: LineServer;
+  /** kill -9 of the server process; resolves once it has exited. */
+  killServer(): Promise<void>;
+  /** Starts the server again on the same data dir and port. */
+  startServer(): Promise<void>;
 }
 
 export interface DeviceResult {
@@ -35,13 +50,17 @@ export interface DeviceResult {
   diskOk: boolean;
   /** The server's device state at the end. */
   serverState?: string;
+  /** The agent's events file (with `eventFiles`). */
+  eventsFile?: string;
 }
 
 export interface FleetResult {
   devices: DeviceResult[];
   wallSeconds: number;
-  /** Peak resident memory of the server process (VmHWM), MiB. */
+  /** Peak resident memory of the server process (VmHWM), MiB; the highest of its processes when it was restarted. */
   serverPeakMiB?: number;
+  /** How often the server was started (1 + restarts). */
+  serverStarts: number;
   ok: boolean;
 }
 
@@ -74,7 +93,7 @@ export function writeFakeSysfs(root: string, i: number): { serial: string; mac: 
 }
 
 /** A sparse raw image: random MiB blocks every other MiB, holes between. */
-function makeImage(path: string, mib: number): void {
+export function makeImage(path: string, mib: number): void {
   writeFileSync(path, '');
   truncateSync(path, mib * 1024 * 1024);
   const fd = openSync(path, 'r+');
@@ -89,7 +108,7 @@ function makeImage(path: string, mib: number): void {
   }
 }
 
-function sha256File(path: string): Promise<string> {
+export function sha256File(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
     createReadStream(path)
@@ -100,7 +119,7 @@ function sha256File(path: string): Promise<string> {
 }
 
 /** Peak RSS of a process in MiB (VmHWM), if it still runs. */
-function peakMiB(pid: number): number | undefined {
+export function peakMiB(pid: number): number | undefined {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : undefined;
@@ -121,7 +140,26 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   await execFile(process.execPath, [o.cli, 'image', 'add', imagePath, '--data', data, '--name', 'fleet', ...(o.db ? ['--db', o.db] : [])]);
   const want = await sha256File(imagePath);
 
-  const server: LineServer = await startLineServer({ cli: o.cli, data, logFile: join(o.work, 'server.log'), ...(o.db ? { db: o.db } : {}) });
+  const serverOptions = { cli: o.cli, data, logFile: join(o.work, 'server.log'), ...(o.db ? { db: o.db } : {}) };
+  let server: LineServer = await startLineServer(serverOptions);
+  const firstServer = server;
+  // The peak of each server process, read just before it is killed or stopped.
+  const peaks: number[] = [];
+  let serverStarts = 1;
+  const control: FleetControl = {
+    get server() {
+      return server;
+    },
+    async killServer() {
+      const peak = peakMiB(server.pid);
+      if (peak !== undefined) peaks.push(peak);
+      await stopChild(server.child, 0, 'SIGKILL');
+    },
+    async startServer() {
+      server = await startLineServer({ ...serverOptions, listen: new URL(firstServer.url).host, ...(firstServer.adminToken ? { adminToken: firstServer.adminToken } : {}) });
+      serverStarts++;
+    },
+  };
   try {
     const must = async (expect: number, method: string, path: string, body?: unknown) => {
       const r = await server.api(method, path, body);
@@ -135,7 +173,8 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
 
     const t0 = performance.now();
     const deadline = Date.now() + (o.timeoutSeconds ?? 600) * 1000;
-    const results = await Promise.all(
+    let agentsRunning = true;
+    const fleet = Promise.all(
       Array.from({ length: o.devices }, async (_, i): Promise<DeviceResult> => {
         const dir = join(o.work, 'devices', `dev${i + 1}`);
         const sysfs = join(dir, 'sys');
@@ -143,9 +182,11 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
         const disk = join(dir, 'disk.img');
         writeFileSync(join(dir, 'cmdline'), `bootline.server=${server.url} bootline.token=${token} installer.target.dev=${disk}\n`);
         const start = performance.now();
+        const eventsFile = o.eventFiles ? join(dir, 'events.jsonl') : undefined;
         const exitCode = await new Promise<number | null>((resolve) => {
           const logFd = openSync(join(dir, 'agent.log'), 'w');
-          const child = spawn(process.execPath, [o.cli, 'run', '--unattended', '--cmdline', join(dir, 'cmdline'), '--state-dir', join(dir, 'state')], {
+          const args = [o.cli, 'run', '--unattended', '--cmdline', join(dir, 'cmdline'), '--state-dir', join(dir, 'state'), ...(eventsFile ? ['--events', eventsFile] : [])];
+          const child = spawn(process.execPath, args, {
             env: { ...process.env, BOOTLINE_SYSFS_ROOT: sysfs },
             stdio: ['ignore', logFd, logFd],
           });
@@ -164,13 +205,19 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
         } catch {
           diskOk = false;
         }
-        return { serial, exitCode, seconds, diskOk };
+        return { serial, exitCode, seconds, diskOk, ...(eventsFile ? { eventsFile } : {}) };
       }),
-    );
+    ).finally(() => {
+      agentsRunning = false;
+    });
+    const [results] = await Promise.all([fleet, o.during?.(control, () => agentsRunning)]);
     const wallSeconds = (performance.now() - t0) / 1000;
     const rows = (await must(200, 'GET', '/api/v1/devices')) as { serial: string | null; state: string }[];
     for (const r of results) r.serverState = rows.find((x) => x.serial === r.serial)?.state;
-    const serverPeakMiB = peakMiB(server.pid);
+    await o.after?.(control, results);
+    const last = peakMiB(server.pid);
+    if (last !== undefined) peaks.push(last);
+    const serverPeakMiB = peaks.length ? Math.max(...peaks) : undefined;
     const ok = results.every((r) => r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded');
     const bad = results.filter((r) => !(r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded'));
     log(
@@ -178,7 +225,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
         `${serverPeakMiB ? `; server peak RSS ${serverPeakMiB.toFixed(0)} MiB` : ''}` +
         (bad.length ? `; failed: ${bad.map((r) => `${r.serial} (exit ${r.exitCode}, disk ${r.diskOk ? 'ok' : 'differs'}, server ${r.serverState ?? 'no record'})`).join(', ')} — logs in ${join(o.work, 'devices')}` : ''),
     );
-    return { devices: results, wallSeconds, ...(serverPeakMiB !== undefined ? { serverPeakMiB } : {}), ok };
+    return { devices: results, wallSeconds, ...(serverPeakMiB !== undefined ? { serverPeakMiB } : {}), serverStarts, ok };
   } finally {
     await server.stop();
   }
