@@ -6,11 +6,15 @@
 import { execFile as execFileCb, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startLineServer, stopChild, type LineServer } from './line-server.ts';
 
 const execFile = promisify(execFileCb);
+
+/** Niceness of the simulated devices' agents. */
+const AGENT_NICE = 10;
 
 export interface FleetOptions {
   /** The bootline CLI (dist/bootline.mjs). */
@@ -192,6 +196,13 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
           });
           // The child has its own copy; a fleet of hundreds must not keep one per device here.
           closeSync(logFd);
+          // The devices share this machine's cores with the server; on a line each has its own
+          // CPU. Lower priority keeps hundreds of agents from starving the server under test.
+          try {
+            if (child.pid !== undefined) setPriority(child.pid, AGENT_NICE);
+          } catch {
+            // not allowed here: they compete as equals
+          }
           const timer = setTimeout(() => child.kill('SIGTERM'), Math.max(1000, deadline - Date.now()));
           child.on('exit', (code) => {
             clearTimeout(timer);
