@@ -62,6 +62,8 @@ export interface Cut {
   journalOk: string[];
   /** Run-once tasks whose `end` line had been written by then. */
   ended: string[];
+  /** Lines in the marks file by then. */
+  marks: number;
 }
 
 export interface TrialResult {
@@ -229,21 +231,25 @@ export async function runPowerLoss(o: PowerLossOptions): Promise<PowerLossResult
       let runs = 0;
       let finished = false;
       let journalBeforeLast: string[] = [];
+      const cutState = (atMs: number, missed: boolean): Cut => {
+        const lines = marks(d.marks);
+        return { atMs, missed, journalOk: journalOk(d.state), ended: ONCE_TASKS.filter((t) => lines.includes(`end ${t}`)), marks: lines.length };
+      };
       for (const atMs of cutMoments(seed, cleanMs, o.twiceShare ?? 0.3)) {
         journalBeforeLast = journalOk(d.state);
         const { child, exit } = start(d, ++runs);
         const early = await Promise.race([exit.then((code) => ({ code })), new Promise<undefined>((r) => setTimeout(r, atMs))]);
         if (early) {
           exits.push(early.code);
-          cuts.push({ atMs, missed: true, journalOk: journalOk(d.state), ended: ONCE_TASKS.filter((t) => marks(d.marks).includes(`end ${t}`)) });
+          cuts.push(cutState(atMs, true));
           if (early.code === 0) {
             finished = true;
             break;
           }
           continue;
         }
-        await powerCut(child);
-        cuts.push({ atMs, missed: false, journalOk: journalOk(d.state), ended: ONCE_TASKS.filter((t) => marks(d.marks).includes(`end ${t}`)) });
+        await powerCut(child, `BOOTLINE_TRIAL_MARKS=${d.marks}`);
+        cuts.push(cutState(atMs, false));
       }
       // Restarted until it finishes (a few times at most: a run that fails is a finding too).
       while (!finished && exits.filter((e) => e !== 0).length < 3) {
@@ -262,10 +268,7 @@ export async function runPowerLoss(o: PowerLossOptions): Promise<PowerLossResult
         const ends = count(lines, `end ${t}`);
         // A task that had ended and was journalled as ok before a cut must not start again.
         const doneCut = cuts.findIndex((c) => c.ended.includes(t) && c.journalOk.includes(t));
-        if (doneCut >= 0) {
-          const startsBefore = count(lines.slice(0, lines.indexOf(`end ${t}`) + 1), `start ${t}`);
-          if (count(lines, `start ${t}`) > startsBefore) problems.push(`${t} ran again after it had finished (cut ${doneCut + 1})`);
-        }
+        if (doneCut >= 0 && lines.slice(cuts[doneCut]!.marks).includes(`start ${t}`)) problems.push(`${t} ran again after it had finished (cut ${doneCut + 1})`);
         if (ends === 1) continue;
         const inWindow = ends === 2 && cuts.some((c) => !c.missed && c.ended.includes(t) && !c.journalOk.includes(t));
         if (inWindow) window.push(t);

@@ -30,6 +30,22 @@ test('a power cut kills the agent and every process it started, scripts in their
   assert.ok(!isRunning(grandchild), 'the grandchild died with the agent');
 });
 
+test('a power cut also kills a process of the device that its parent left behind (found by the environment it inherited)', async () => {
+  const marker = `BOOTLINE_TEST_DEVICE=${process.pid}-${Date.now()}`;
+  const [key, value] = marker.split('=') as [string, string];
+  // The shell starts sleep in the background and exits: sleep is nobody's child of the agent any more.
+  const parent = spawn(process.execPath, ['-e', `
+    const { execFileSync } = require('node:child_process');
+    console.log(execFileSync('/bin/sh', ['-c', 'sleep 60 >/dev/null 2>&1 & echo $!'], { encoding: 'utf8' }).trim());
+    setInterval(() => {}, 1000);
+  `], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, [key]: value } });
+  const orphan = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(String(d).trim()))));
+  assert.ok(isRunning(orphan));
+  await powerCut(parent, marker);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(!isRunning(orphan), 'the orphan died with the device');
+});
+
 test('cut moments are reproducible from the seed and fall inside the clean run', () => {
   const a = cutMoments(trialSeed(7, 3), 4000, 0.5);
   assert.deepEqual(a, cutMoments(trialSeed(7, 3), 4000, 0.5));
