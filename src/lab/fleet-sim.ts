@@ -28,6 +28,8 @@ export interface FleetOptions {
   db?: string;
   /** Give up after this long (default 600 s). */
   timeoutSeconds?: number;
+  /** How long each device's script runs, printing a line every quarter second (default 0). */
+  scriptSeconds?: number;
   log?: (line: string) => void;
   /** Each agent also writes every event it emits to `<device>/events.jsonl` (--events), to compare with what the server stored. */
   eventFiles?: boolean;
@@ -68,15 +70,20 @@ export interface FleetResult {
   ok: boolean;
 }
 
-/** The line's plan: deploy the image, then a customer script. Each device's kernel command line names its disk file (installer.target.dev=), which overrules target: [auto]. */
-export function fleetPlan(image: string) {
+/**
+ * The line's plan: deploy the image, then a customer script. Each device's kernel command line names its disk file (installer.target.dev=), which overrules target: [auto].
+ * With `scriptSeconds`, the script goes on for that long, printing a line (an event) every quarter second.
+ */
+export function fleetPlan(image: string, scriptSeconds = 0) {
+  const ticks = Math.round(scriptSeconds * 4);
+  const work = ticks > 0 ? `; i=0; while [ $i -lt ${ticks} ]; do sleep 0.25; echo "working $i"; i=$((i+1)); done` : '';
   return {
     description: 'fleet simulation: deploy the image, run a script',
     config: {
       unattended: true,
       tasks: [
         { name: 'deploy-image', builtin: 'deploy-image', effort: 5, with: { image: `image:${image}`, target: ['auto'], allowFile: true, overwrite: 'OVERWRITE' } },
-        { name: 'customer-script', script: '/bin/sh', args: ['-c', 'echo "provisioned $BOOTLINE_TARGET"'] },
+        { name: 'customer-script', script: '/bin/sh', args: ['-c', `echo "provisioned $BOOTLINE_TARGET"${work}`] },
       ],
     },
   };
@@ -171,7 +178,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
       if (r.status !== expect) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 300)}`);
       return r.json;
     };
-    await must(200, 'PUT', '/api/v1/plans/fleet', fleetPlan('fleet'));
+    await must(200, 'PUT', '/api/v1/plans/fleet', fleetPlan('fleet', o.scriptSeconds ?? 0));
     await must(201, 'POST', '/api/v1/rules', { match: 'default', plan: 'fleet' });
     const { token } = (await must(201, 'POST', '/api/v1/tokens', { label: 'fleet simulation' })) as { token: string };
     log(`server ${server.url}; ${o.devices} devices start`);

@@ -55,6 +55,9 @@ export interface ServerCrashResult {
   ok: boolean;
 }
 
+/** Seconds a restart may take, added per kill to how long the devices' script runs. */
+const RESTART_ALLOWANCE_S = 3;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const draw = (random: () => number, [lo, hi]: [number, number]) => lo + (hi - lo) * random();
 
@@ -96,6 +99,10 @@ export async function runServerCrash(o: ServerCrashOptions): Promise<ServerCrash
   if (!Number.isInteger(o.kills) || o.kills < 0) throw new Error(`--kills must be a whole number, not ${o.kills}`);
   const log = o.log ?? ((l: string) => process.stdout.write(`${l}\n`));
   const random = seededRandom(o.seed);
+  // The schedule is drawn first: the devices' script must outlast it, or a fast machine
+  // finishes the fleet before the last kill.
+  const schedule = Array.from({ length: o.kills }, () => ({ up: draw(random, o.upSeconds ?? [2, 6]) * 1000, down: draw(random, o.downSeconds ?? [0.5, 3]) * 1000 }));
+  const scriptSeconds = schedule.reduce((t, k) => t + (k.up + k.down) / 1000 + RESTART_ALLOWANCE_S, 0);
   const kills: ServerCrashResult['kills'] = [];
   const problems: string[] = [];
   const checks: RunCheck[] = [];
@@ -104,8 +111,7 @@ export async function runServerCrash(o: ServerCrashOptions): Promise<ServerCrash
   const during = async (line: FleetControl, running: () => boolean) => {
     t0 = performance.now();
     for (let k = 0; k < o.kills; k++) {
-      const up = draw(random, o.upSeconds ?? [2, 6]) * 1000;
-      const down = draw(random, o.downSeconds ?? [0.5, 3]) * 1000;
+      const { up, down } = schedule[k]!;
       const until = performance.now() + up;
       while (running() && performance.now() < until) await sleep(50);
       if (!running()) {
@@ -162,6 +168,7 @@ export async function runServerCrash(o: ServerCrashOptions): Promise<ServerCrash
     ...(o.timeoutSeconds ? { timeoutSeconds: o.timeoutSeconds } : {}),
     log,
     eventFiles: true,
+    scriptSeconds,
     during,
     after,
   });
