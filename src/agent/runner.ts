@@ -131,6 +131,9 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
       ? { status: 'failed', attempts: 0, durationMs: 0, message: `before-hook failed: ${hookFailed}`, taskProgress: 0 }
       : await runTask(task, index, tail, envFor);
 
+    // The journal first: between the task's end and this record, a power cut makes the task
+    // run again (at-least-once), so this window is kept as short as it can be.
+    await journal.record(task, { status: outcome.status, attempts: outcome.attempts, endedAt: new Date().toISOString(), durationMs: outcome.durationMs });
     const progress = outcome.status === 'failed' && !task.optional ? tracker.current : tracker.finish(index);
     emitter.emit({
       type: 'task-end',
@@ -147,7 +150,6 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
       ...(outcome.message ? { message: outcome.message } : {}),
     });
     Object.assign(report, { status: outcome.status, attempts: outcome.attempts, durationMs: outcome.durationMs, lastLines: tail.get() }, outcome.message ? { message: outcome.message } : {});
-    await journal.record(task, { status: outcome.status, attempts: outcome.attempts, endedAt: new Date().toISOString(), durationMs: outcome.durationMs });
 
     const afterFailed = await hooks('after', task, index, envFor({ BOOTLINE_EVENT: 'after', BOOTLINE_STATUS: outcome.status }));
 

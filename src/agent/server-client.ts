@@ -31,8 +31,16 @@ export interface ServerClientOptions {
   ca?: string | Buffer;
   /** Milliseconds per request (default 15000). */
   timeoutMs?: number;
-  /** Further attempts after the first (default 6). */
+  /** Further attempts after the first (default 6), while the server has never answered. */
   retries?: number;
+  /**
+   * Once the server has answered (in this process, or `reached` is set: the device holds its
+   * credential), a call is retried for this long however many attempts that takes (default
+   * 60000): the server exists and is probably restarting, and giving up would cost the device.
+   */
+  outageMs?: number;
+  /** The server answered this device before (it holds a credential from it). */
+  reached?: boolean;
   /** First retry delay in ms, doubled per attempt (default 500). */
   backoffMs?: number;
   /** Longest retry delay in ms (default 8000). */
@@ -95,6 +103,9 @@ export class ServerClient {
   private readonly agent: http.Agent;
   private readonly timeoutMs: number;
   private readonly retries: number;
+  private readonly outageMs: number;
+  /** The server has answered (any status): a later failure is an outage, not a wrong address. */
+  reached: boolean;
   private readonly backoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly maxRetryAfterMs: number;
@@ -110,6 +121,8 @@ export class ServerClient {
     this.credential = o.credential;
     this.timeoutMs = o.timeoutMs ?? 15_000;
     this.retries = o.retries ?? 6;
+    this.outageMs = o.outageMs ?? 60_000;
+    this.reached = o.reached ?? false;
     this.backoffMs = o.backoffMs ?? 500;
     this.maxBackoffMs = o.maxBackoffMs ?? 8000;
     this.maxRetryAfterMs = o.maxRetryAfterMs ?? 30_000;
@@ -192,19 +205,25 @@ export class ServerClient {
   /** One call with retries; the response body on success. */
   private async call(c: Call): Promise<string> {
     let last = '';
+    let firstFailure: number | undefined;
     for (let attempt = 0; ; attempt++) {
       if (this.signal?.aborted) throw new ServerUnreachableError(attempt, 'stopped', c.what);
       const r = await this.attempt(c);
+      // A 5xx may come from a proxy in front of a server that never existed; a 2xx or 4xx is the server's own.
+      if (r.kind === 'ok' || r.kind === 'fatal') this.reached = true;
       if (r.kind === 'ok') return r.body;
       if (r.kind === 'fatal') throw new ServerError(r.status, r.code, r.message, c.what);
       last = r.reason;
-      if (attempt >= this.retries) {
+      firstFailure ??= Date.now();
+      const riding = this.reached && Date.now() - firstFailure < this.outageMs;
+      if (attempt >= this.retries && !riding) {
         if (r.status !== undefined) throw new ServerError(r.status, r.code ?? '', r.message ?? r.reason, c.what);
         throw new ServerUnreachableError(attempt + 1, last, c.what);
       }
       const delay =
         r.retryAfterMs !== undefined ? Math.min(r.retryAfterMs, this.maxRetryAfterMs) : backoffDelay(attempt, this.backoffMs, this.maxBackoffMs, this.random);
-      this.onRetry?.(`${c.what} at ${this.shown}: ${r.reason} — retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 2} of ${this.retries + 1})`);
+      const of = this.reached ? `, for up to ${Math.round(this.outageMs / 1000)} s: the server answered before` : ` of ${this.retries + 1}`;
+      this.onRetry?.(`${c.what} at ${this.shown}: ${r.reason} — retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 2}${of})`);
       await sleep(delay, this.signal);
     }
   }

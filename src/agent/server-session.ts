@@ -16,6 +16,11 @@ import { ServerClient, ServerError, ServerUnreachableError, type ServerClientOpt
 export const CREDENTIAL_FILE = 'device.json';
 export const PLAN_SOURCE = 'server plan';
 
+/** The server's event reporter never gives a batch up while the run goes on (its deadline at the end stops it). */
+const SERVER_EVENT_RETRIES = Number.MAX_SAFE_INTEGER;
+/** How long the agent waits at the end for the server to take the events still queued. */
+const SERVER_FLUSH_SECONDS = 60;
+
 /** Uploaded logs are cut to their last this-many bytes (the server's default limit is 64 MiB). */
 const MAX_LOG_BYTES = 32 * 1024 * 1024;
 
@@ -122,6 +127,8 @@ export class ServerSession {
 
     try {
       const stored = await readCredential(credentialFile, shown);
+      // It answered this device before (a restart after a power cut): an outage now is waited out.
+      if (stored) client.reached = true;
       let cred = stored ?? (await enroll());
       client.credential = cred.credential;
       let plan: PlanResponse;
@@ -173,8 +180,13 @@ export class ServerSession {
       );
     }
     // Every event, not one progress event a second: the server keeps the whole run
-    // (seq 0..N), and the batches keep that cheap.
-    return [...reporters, { type: 'http', url, token: credential, interval: 0, queueSize: 10_000, ...(this.ca ? { ca: this.ca } : {}) }];
+    // (seq 0..N), and the batches keep that cheap. A batch is retried until it is stored,
+    // however long the server is away (it restarts, it is replaced), and at the end the
+    // agent waits up to a minute for it: the server stores a re-sent event once.
+    return [
+      ...reporters,
+      { type: 'http', url, token: credential, interval: 0, queueSize: 10_000, retries: SERVER_EVENT_RETRIES, flushTimeout: SERVER_FLUSH_SECONDS, ...(this.ca ? { ca: this.ca } : {}) },
+    ];
   }
 
   /**

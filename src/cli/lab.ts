@@ -5,6 +5,7 @@ import { registerBuildInstaller } from './lab-installer.ts';
 import { registerLabDevices } from './lab-devices.ts';
 import { registerLabDemo } from './lab-demo.ts';
 import { registerLabSim } from './lab-sim.ts';
+import { registerLabPowerLoss } from './lab-power-loss.ts';
 
 export function registerLab(program: Command): void {
   const lab = program.command('lab').description('build the installer and run virtual devices (QEMU, OVMF, swtpm) that boot it');
@@ -12,4 +13,5 @@ export function registerLab(program: Command): void {
   registerLabDevices(lab);
   registerLabDemo(lab);
   registerLabSim(lab);
+  registerLabPowerLoss(lab);
 }

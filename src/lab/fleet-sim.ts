@@ -3,14 +3,18 @@
 // MAC), its own state dir and a sparse file as its disk. They enroll with a token, get the
 // line's plan (deploy an image the server serves, run a script), report every event, and the
 // result is checked on both sides: each disk holds the image, the server saw each run succeed.
-import { execFile as execFileCb, spawn } from 'node:child_process';
+import { execFile as execFileCb, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startLineServer, type LineServer } from './line-server.ts';
+import { startLineServer, stopChild, type LineServer } from './line-server.ts';
 
 const execFile = promisify(execFileCb);
+
+/** Niceness of the simulated devices' agents. */
+const AGENT_NICE = 19;
 
 export interface FleetOptions {
   /** The bootline CLI (dist/bootline.mjs). */
@@ -24,7 +28,24 @@ export interface FleetOptions {
   db?: string;
   /** Give up after this long (default 600 s). */
   timeoutSeconds?: number;
+  /** How long each device's script runs, printing a line every quarter second (default 0). */
+  scriptSeconds?: number;
   log?: (line: string) => void;
+  /** Each agent also writes every event it emits to `<device>/events.jsonl` (--events), to compare with what the server stored. */
+  eventFiles?: boolean;
+  /** Runs alongside the fleet (e.g. kills and restarts the server); `running()` is false once every agent has exited. */
+  during?: (line: FleetControl, running: () => boolean) => Promise<void>;
+  /** Runs once every agent has exited, before the server stops (further checks of its records). */
+  after?: (line: FleetControl, devices: DeviceResult[]) => Promise<void>;
+}
+
+/** The line server of a running fleet, for `during`. */
+export interface FleetControl {
+  readonly server: LineServer;
+  /** kill -9 of the server process; resolves once it has exited. */
+  killServer(): Promise<void>;
+  /** Starts the server again on the same data dir and port. */
+  startServer(): Promise<void>;
 }
 
 export interface DeviceResult {
@@ -35,25 +56,34 @@ export interface DeviceResult {
   diskOk: boolean;
   /** The server's device state at the end. */
   serverState?: string;
+  /** The agent's events file (with `eventFiles`). */
+  eventsFile?: string;
 }
 
 export interface FleetResult {
   devices: DeviceResult[];
   wallSeconds: number;
-  /** Peak resident memory of the server process (VmHWM), MiB. */
+  /** Peak resident memory of the server process (VmHWM), MiB; the highest of its processes when it was restarted. */
   serverPeakMiB?: number;
+  /** How often the server was started (1 + restarts). */
+  serverStarts: number;
   ok: boolean;
 }
 
-/** The line's plan: deploy the image, then a customer script. Each device's kernel command line names its disk file (installer.target.dev=), which overrules target: [auto]. */
-export function fleetPlan(image: string) {
+/**
+ * The line's plan: deploy the image, then a customer script. Each device's kernel command line names its disk file (installer.target.dev=), which overrules target: [auto].
+ * With `scriptSeconds`, the script goes on for that long, printing a line (an event) every quarter second.
+ */
+export function fleetPlan(image: string, scriptSeconds = 0) {
+  const ticks = Math.round(scriptSeconds * 4);
+  const work = ticks > 0 ? `; i=0; while [ $i -lt ${ticks} ]; do sleep 0.25; echo "working $i"; i=$((i+1)); done` : '';
   return {
     description: 'fleet simulation: deploy the image, run a script',
     config: {
       unattended: true,
       tasks: [
         { name: 'deploy-image', builtin: 'deploy-image', effort: 5, with: { image: `image:${image}`, target: ['auto'], allowFile: true, overwrite: 'OVERWRITE' } },
-        { name: 'customer-script', script: '/bin/sh', args: ['-c', 'echo "provisioned $BOOTLINE_TARGET"'] },
+        { name: 'customer-script', script: '/bin/sh', args: ['-c', `echo "provisioned $BOOTLINE_TARGET"${work}`] },
       ],
     },
   };
@@ -74,7 +104,7 @@ export function writeFakeSysfs(root: string, i: number): { serial: string; mac: 
 }
 
 /** A sparse raw image: random MiB blocks every other MiB, holes between. */
-function makeImage(path: string, mib: number): void {
+export function makeImage(path: string, mib: number): void {
   writeFileSync(path, '');
   truncateSync(path, mib * 1024 * 1024);
   const fd = openSync(path, 'r+');
@@ -89,7 +119,7 @@ function makeImage(path: string, mib: number): void {
   }
 }
 
-function sha256File(path: string): Promise<string> {
+export function sha256File(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
     createReadStream(path)
@@ -100,7 +130,7 @@ function sha256File(path: string): Promise<string> {
 }
 
 /** Peak RSS of a process in MiB (VmHWM), if it still runs. */
-function peakMiB(pid: number): number | undefined {
+export function peakMiB(pid: number): number | undefined {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : undefined;
@@ -121,21 +151,43 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
   await execFile(process.execPath, [o.cli, 'image', 'add', imagePath, '--data', data, '--name', 'fleet', ...(o.db ? ['--db', o.db] : [])]);
   const want = await sha256File(imagePath);
 
-  const server: LineServer = await startLineServer({ cli: o.cli, data, logFile: join(o.work, 'server.log'), ...(o.db ? { db: o.db } : {}) });
+  const serverOptions = { cli: o.cli, data, logFile: join(o.work, 'server.log'), ...(o.db ? { db: o.db } : {}) };
+  let server: LineServer = await startLineServer(serverOptions);
+  const firstServer = server;
+  // The peak of each server process, read just before it is killed or stopped.
+  const peaks: number[] = [];
+  let serverStarts = 1;
+  const control: FleetControl = {
+    get server() {
+      return server;
+    },
+    async killServer() {
+      const peak = peakMiB(server.pid);
+      if (peak !== undefined) peaks.push(peak);
+      await stopChild(server.child, 0, 'SIGKILL');
+    },
+    async startServer() {
+      // Under a fleet's load a start takes far longer than on an idle machine.
+      server = await startLineServer({ ...serverOptions, startTimeoutMs: 180_000, listen: new URL(firstServer.url).host, ...(firstServer.adminToken ? { adminToken: firstServer.adminToken } : {}) });
+      serverStarts++;
+    },
+  };
   try {
     const must = async (expect: number, method: string, path: string, body?: unknown) => {
       const r = await server.api(method, path, body);
       if (r.status !== expect) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 300)}`);
       return r.json;
     };
-    await must(200, 'PUT', '/api/v1/plans/fleet', fleetPlan('fleet'));
+    await must(200, 'PUT', '/api/v1/plans/fleet', fleetPlan('fleet', o.scriptSeconds ?? 0));
     await must(201, 'POST', '/api/v1/rules', { match: 'default', plan: 'fleet' });
     const { token } = (await must(201, 'POST', '/api/v1/tokens', { label: 'fleet simulation' })) as { token: string };
     log(`server ${server.url}; ${o.devices} devices start`);
 
     const t0 = performance.now();
     const deadline = Date.now() + (o.timeoutSeconds ?? 600) * 1000;
-    const results = await Promise.all(
+    let agentsRunning = true;
+    const agents = new Set<ChildProcess>();
+    const fleet = Promise.all(
       Array.from({ length: o.devices }, async (_, i): Promise<DeviceResult> => {
         const dir = join(o.work, 'devices', `dev${i + 1}`);
         const sysfs = join(dir, 'sys');
@@ -143,16 +195,27 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
         const disk = join(dir, 'disk.img');
         writeFileSync(join(dir, 'cmdline'), `bootline.server=${server.url} bootline.token=${token} installer.target.dev=${disk}\n`);
         const start = performance.now();
+        const eventsFile = o.eventFiles ? join(dir, 'events.jsonl') : undefined;
         const exitCode = await new Promise<number | null>((resolve) => {
           const logFd = openSync(join(dir, 'agent.log'), 'w');
-          const child = spawn(process.execPath, [o.cli, 'run', '--unattended', '--cmdline', join(dir, 'cmdline'), '--state-dir', join(dir, 'state')], {
+          const args = [o.cli, 'run', '--unattended', '--cmdline', join(dir, 'cmdline'), '--state-dir', join(dir, 'state'), ...(eventsFile ? ['--events', eventsFile] : [])];
+          const child = spawn(process.execPath, args, {
             env: { ...process.env, BOOTLINE_SYSFS_ROOT: sysfs },
             stdio: ['ignore', logFd, logFd],
           });
           // The child has its own copy; a fleet of hundreds must not keep one per device here.
           closeSync(logFd);
+          agents.add(child);
+          // The devices share this machine's cores with the server; on a line each has its own
+          // CPU. Lower priority keeps hundreds of agents from starving the server under test.
+          try {
+            if (child.pid !== undefined) setPriority(child.pid, AGENT_NICE);
+          } catch {
+            // not allowed here: they compete as equals
+          }
           const timer = setTimeout(() => child.kill('SIGTERM'), Math.max(1000, deadline - Date.now()));
           child.on('exit', (code) => {
+            agents.delete(child);
             clearTimeout(timer);
             resolve(code);
           });
@@ -164,13 +227,27 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
         } catch {
           diskOk = false;
         }
-        return { serial, exitCode, seconds, diskOk };
+        return { serial, exitCode, seconds, diskOk, ...(eventsFile ? { eventsFile } : {}) };
       }),
-    );
+    ).finally(() => {
+      agentsRunning = false;
+    });
+    let results: DeviceResult[];
+    try {
+      [results] = await Promise.all([fleet, o.during?.(control, () => agentsRunning)]);
+    } catch (e) {
+      // No agent may outlive a failed fleet run.
+      for (const a of agents) a.kill('SIGKILL');
+      await fleet.catch(() => undefined);
+      throw e;
+    }
     const wallSeconds = (performance.now() - t0) / 1000;
     const rows = (await must(200, 'GET', '/api/v1/devices')) as { serial: string | null; state: string }[];
     for (const r of results) r.serverState = rows.find((x) => x.serial === r.serial)?.state;
-    const serverPeakMiB = peakMiB(server.pid);
+    await o.after?.(control, results);
+    const last = peakMiB(server.pid);
+    if (last !== undefined) peaks.push(last);
+    const serverPeakMiB = peaks.length ? Math.max(...peaks) : undefined;
     const ok = results.every((r) => r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded');
     const bad = results.filter((r) => !(r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded'));
     log(
@@ -178,7 +255,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
         `${serverPeakMiB ? `; server peak RSS ${serverPeakMiB.toFixed(0)} MiB` : ''}` +
         (bad.length ? `; failed: ${bad.map((r) => `${r.serial} (exit ${r.exitCode}, disk ${r.diskOk ? 'ok' : 'differs'}, server ${r.serverState ?? 'no record'})`).join(', ')} — logs in ${join(o.work, 'devices')}` : ''),
     );
-    return { devices: results, wallSeconds, ...(serverPeakMiB !== undefined ? { serverPeakMiB } : {}), ok };
+    return { devices: results, wallSeconds, ...(serverPeakMiB !== undefined ? { serverPeakMiB } : {}), serverStarts, ok };
   } finally {
     await server.stop();
   }

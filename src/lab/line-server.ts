@@ -19,6 +19,8 @@ export interface LineServerOptions {
   nodeArgs?: string[];
   /** How long to wait for it to print its URL (default 30 s). */
   startTimeoutMs?: number;
+  /** The admin token of an earlier start on this data dir (a restart prints none). */
+  adminToken?: string;
 }
 
 export interface ApiAnswer {
@@ -100,7 +102,7 @@ export function startLineServer(o: LineServerOptions): Promise<LineServer> {
       started = true;
       child.off('exit', onExit);
       const url = m[1]!;
-      const adminToken = /admin token \(shown once, stored hashed\): (\S+)/.exec(out)?.[1];
+      const adminToken = /admin token \(shown once, stored hashed\): (\S+)/.exec(out)?.[1] ?? o.adminToken;
       resolve({
         child,
         pid: child.pid!,

@@ -102,6 +102,41 @@ test('no server: the retries run out and say so', async () => {
   assert.equal(retries.length, 3);
 });
 
+test('a server that answered before is waited for while it restarts, past the retry count, and then only for the outage budget', async () => {
+  const answer = (_req: IncomingMessage, res: ServerResponse) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ runId: null, status: null, plan: null, completed: [] }));
+  };
+  let server = createServer(answer);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  const retries: string[] = [];
+  const c = new ServerClient({ url: `http://127.0.0.1:${port}`, credential: 'bld_x', ...fast, outageMs: 5000, onRetry: (m) => retries.push(m) });
+  try {
+    await c.lastRun();
+    await new Promise<void>((r) => server.close(() => r()));
+    // Down for longer than 3 retries of at most 20 ms take; then back on the same port.
+    setTimeout(() => {
+      server = createServer(answer);
+      server.listen(port, '127.0.0.1');
+    }, 600);
+    const r = await c.lastRun();
+    assert.equal(r.runId, null);
+    assert.ok(retries.length > 3, `${retries.length} retries`);
+    assert.match(retries.at(-1)!, /for up to 5 s: the server answered before/);
+    await new Promise<void>((r) => server.close(() => r()));
+    const short = new ServerClient({ url: `http://127.0.0.1:${port}`, credential: 'bld_x', ...fast, outageMs: 300, reached: true });
+    const started = Date.now();
+    const e = await short.lastRun().then(() => assert.fail('resolved'), (x: unknown) => x);
+    short.close();
+    assert.ok(e instanceof ServerUnreachableError, String(e));
+    assert.ok(Date.now() - started >= 300, 'it waited for the outage budget');
+  } finally {
+    c.close();
+    server.close();
+  }
+});
+
 test('5xx to the end is a ServerError with the last status', async () => {
   const s = await scripted([json(502, { error: 'bad-gateway', message: 'upstream down' })]);
   const c = new ServerClient({ url: s.url, ...fast });

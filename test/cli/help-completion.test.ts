@@ -63,7 +63,7 @@ test('bash completion, generated from the command tree, completes subcommands an
   assert.deepEqual(complete('bootline '), ['--help', '-h', '--version', '-V', 'completion', 'image', 'lab', 'run', 'secureboot', 'serve'].sort());
   assert.deepEqual(complete('bootline image co'), ['copy']);
   assert.deepEqual(complete('bootline image copy --bm'), ['--bmap', '--bmap-sig']);
-  assert.deepEqual(complete('bootline lab '), complete('bootline lab ').filter((w) => ['build-installer', 'up', 'down', 'status', 'demo', 'sim'].includes(w) || w.startsWith('-')));
+  assert.deepEqual(complete('bootline lab '), complete('bootline lab ').filter((w) => ['build-installer', 'up', 'down', 'status', 'demo', 'sim', 'power-loss', 'server-crash'].includes(w) || w.startsWith('-')));
   assert.ok(complete('bootline lab ').includes('build-installer'));
   // After an option that takes a value, the shell's own (file) completion takes over.
   assert.deepEqual(complete('bootline run --config '), []);
