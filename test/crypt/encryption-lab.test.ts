@@ -175,7 +175,6 @@ test(
     note(`image deployed, no encryption: ${(plain / 1000).toFixed(1)} s`);
     note(`deployed, then encrypted in place: ${(inPlace / 1000).toFixed(1)} s (deploy ${(duration(ev1, 'in-place-deploy') / 1000).toFixed(1)} + encrypt ${(duration(ev1, 'in-place-encrypt') / 1000).toFixed(1)})`);
     note(`write-through: ${(writeThrough / 1000).toFixed(1)} s (deploy ${(duration(ev1, 'write-through-deploy') / 1000).toFixed(1)} + keys ${(duration(ev1, 'write-through-encrypt') / 1000).toFixed(1)})`);
-    assert.ok(writeThrough < inPlace, 'write-through is faster than encrypting in place');
 
     // The write-through volume's recovery key, as an admin gets it from the server.
     const keys = ((await line.admin('GET', `/api/v1/devices/${dev.id}/recovery-keys`)).json as { volumeUuid: string; runId: string | null; createdAt: string }[]).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
