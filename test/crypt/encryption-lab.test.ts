@@ -37,6 +37,7 @@ const CHECK = (how: 'tpm' | 'recovery') =>
     'set -e',
     how === 'tpm' ? 'cryptsetup open --token-only /dev/vda3 chk' : 'printf %s "$RK" | cryptsetup open --disable-external-tokens --key-file - /dev/vda3 chk',
     'mount -o ro /dev/mapper/chk /mnt',
+    'echo "filesystem: $(df -k /mnt | tail -n 1 | tr -s " " | cut -d " " -f 2) KiB"',
     'echo "digest: $(cd /mnt/files && sha256sum * | sha256sum | cut -d " " -f 1)"',
     'umount /mnt && cryptsetup close chk',
     'echo "luks: $(cryptsetup luksDump --dump-json-metadata /dev/vda3 | node -e \'const d=JSON.parse(require("fs").readFileSync(0));console.log(Object.keys(d.keyslots).length+" keyslots, tokens "+Object.values(d.tokens).map(t=>t.type).sort().join("+"))\')"',
@@ -44,7 +45,7 @@ const CHECK = (how: 'tpm' | 'recovery') =>
   ].join('\n');
 
 const deploy = (name: string) => ({ name, builtin: 'deploy-image', with: { image: 'image:enc', target: ['/dev/vda'], overwrite: 'OVERWRITE' } });
-const encrypt = (name: string, method: 'auto' | 'in-place') => ({ name, builtin: 'encrypt-disk', with: { partitions: ['data:/data:reencrypt'], method, target: '/dev/vda' } });
+const encrypt = (name: string, method: 'auto' | 'in-place', partition = 'data:/data:reencrypt') => ({ name, builtin: 'encrypt-disk', with: { partitions: [partition], method, target: '/dev/vda' } });
 const script = (name: string, body: string, env: Record<string, string> = {}) => ({ name, script: '/bin/sh', args: ['-c', body], env });
 const plan = (tasks: object[], onSuccess: 'reboot' | 'poweroff') => ({ description: 'encryption lab test', config: { unattended: true, tasks, onSuccess: { action: onSuccess, delay: 2 } } });
 
@@ -122,7 +123,7 @@ test(
       encrypt('in-place-encrypt', 'in-place'),
       script('in-place-check', CHECK('tpm')),
       deploy('write-through-deploy'),
-      encrypt('write-through-encrypt', 'auto'),
+      encrypt('write-through-encrypt', 'auto', 'data:/data:reencrypt:expand'),
       script('write-through-check', CHECK('tpm')),
     ];
     const put1 = await line.admin('PUT', '/api/v1/plans/enc', plan(boot1, 'reboot'));
@@ -169,6 +170,10 @@ test(
       assert.match(value(ev1, task, 'crypttab: ') ?? '', /^data UUID=[0-9a-f-]{36} none luks,discard,tpm2-device=auto$/);
       assert.match(value(ev1, task, 'fstab: ') ?? '', /^\/dev\/mapper\/data \/data ext4 defaults 0 2$/);
     }
+    // expand: the write-through volume (and its filesystem) reach the end of the 512 MiB disk; the in-place one stays at 160 MiB less its header.
+    const fsKiB = (task: string) => Number(value(ev1, task, 'filesystem: ')?.replace(' KiB', ''));
+    assert.ok(fsKiB('write-through-check') > 400 * 1024, `expanded: ${fsKiB('write-through-check')} KiB`);
+    assert.ok(fsKiB('in-place-check') < 160 * 1024, `not expanded: ${fsKiB('in-place-check')} KiB`);
     const plain = duration(ev1, 'plain-deploy');
     const inPlace = duration(ev1, 'in-place-deploy') + duration(ev1, 'in-place-encrypt');
     const writeThrough = duration(ev1, 'write-through-deploy') + duration(ev1, 'write-through-encrypt');
