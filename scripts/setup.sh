@@ -35,6 +35,8 @@ DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfsto
   cryptsetup-bin
   # the dashboard's browser tests and benchmark drive Debian's Chromium with playwright-core
   chromium
+  # the dashboard's Firefox test drives Debian's Firefox ESR over WebDriver BiDi (test/web/firefox.ts)
+  firefox-esr
 )
 
 missing=()
