@@ -5,13 +5,13 @@
 // second pass over the data (cryptsetup reencrypt reads and writes everything again).
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openTarget } from '../image/target.ts';
+import { openTarget, rereadPartitionTable } from '../image/target.ts';
 import { openSource } from '../image/sources/open.ts';
 import { openImage } from '../image/open-image.ts';
 import type { SourceOptions } from '../image/types.ts';
 import type { Target } from '../image/target.ts';
 import { parseGpt, writeGpt, type Gpt } from './gpt.ts';
-import { cryptsetup, run } from './cryptsetup.ts';
+import { cryptsetup } from './cryptsetup.ts';
 import { planWriteThrough, type WriteThroughLayout } from './write-through-layout.ts';
 import { resolvePartitions, type CryptPartitionSpec } from './partition-spec.ts';
 import { RoutedTarget } from './routed-target.ts';
@@ -82,11 +82,7 @@ export async function openWriteThrough(plan: WriteThroughPlan, stateDir: string,
   } finally {
     await raw.close();
   }
-  try {
-    await run('blockdev', ['--rereadpt', disk]);
-  } catch {
-    await run('partx', ['-u', disk]);
-  }
+  await rereadPartitionTable(disk);
   const volumes: PreparedVolume[] = [];
   const opened: { number: number; target: Target; start: number }[] = [];
   const closeAll = async () => {

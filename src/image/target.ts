@@ -57,6 +57,23 @@ function run(cmd: string, args: string[]): Promise<void> {
   });
 }
 
+/**
+ * Makes the kernel see a disk's new partition table. BLKRRPART needs exclusive use, which
+ * an open target holds itself (usually EBUSY then), so partx -u (BLKPG per partition, no
+ * exclusivity needed) is the second try.
+ */
+export async function rereadPartitionTable(dev: string, shown = dev): Promise<void> {
+  try {
+    await run('blockdev', ['--rereadpt', dev]);
+  } catch (e1) {
+    try {
+      await run('partx', ['-u', dev]);
+    } catch (e2) {
+      throw new Error(`re-reading the partition table of ${shown} failed (${(e1 as Error).message}; ${(e2 as Error).message}); the kernel sees it after a reboot or replug`);
+    }
+  }
+}
+
 const errText = (e: unknown) => {
   const err = e as NodeJS.ErrnoException;
   return err.code ? `${err.code} (${err.message.replace(/^[A-Z]+: /, '').replace(/, \w+ .*$/, '')})` : String(err.message ?? e);
@@ -286,17 +303,7 @@ class BlockTarget extends BaseTarget {
   }
 
   async rereadPartitions(): Promise<void> {
-    // BLKRRPART needs exclusive use, which we hold ourselves: usually EBUSY while open,
-    // so partx -u (BLKPG per partition, no exclusivity needed) is the second try.
-    try {
-      await run('blockdev', ['--rereadpt', this.dev]);
-    } catch (e1) {
-      try {
-        await run('partx', ['-u', this.dev]);
-      } catch (e2) {
-        throw new Error(`re-reading the partition table of ${this.path} failed (${(e1 as Error).message}; ${(e2 as Error).message}); the kernel sees it after a reboot or replug`);
-      }
-    }
+    await rereadPartitionTable(this.dev, this.path);
   }
 }
 

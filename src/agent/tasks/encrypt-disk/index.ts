@@ -4,7 +4,7 @@
 // the partitions are encrypted in place. Then, per volume: grow it if asked, add a
 // recovery key and escrow it to the server, enroll the TPM, wipe the temporary key,
 // check that the TPM alone opens it, and tell the target system about it.
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BuiltinTask, TaskContext } from '../builtin.ts';
@@ -32,14 +32,13 @@ async function withVolumeOpen<T>(v: PreparedVolume, key: string, f: (dev: string
   }
 }
 
-async function finishVolume(v: PreparedVolume, o: EncryptDiskOptionsT, ctx: Ctx, method: string): Promise<void> {
+async function finishVolume(disk: string, v: PreparedVolume, o: EncryptDiskOptionsT, ctx: Ctx, method: string): Promise<void> {
   const pcrs = o.pcrs ?? [];
   const t0 = performance.now();
   // 1. Growth (write-through made the partition big already; the filesystem follows here).
   if (v.spec.expand) {
     if (method === 'in-place') {
       // After the reencryption, not before: encrypting the grown partition would cost that much more.
-      const disk = v.device.replace(/p?\d+$/, '');
       await run('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', '-N', String(v.number), disk], { input: ', +\n' });
       await run('partx', ['-u', disk]);
     }
@@ -102,7 +101,6 @@ async function configureTarget(disk: string, volumes: PreparedVolume[], o: Encry
       if (!existsSync(etc)) throw new TaskError(`partition ${root.number} ("${root.name}") has no /etc: it is not a root filesystem; set targetRoot`);
       const refs = volumes.map((v) => ({ name: v.name, luksUuid: v.luksUuid, partUuid: v.partUuid, label: v.label, ...(v.spec.mountpoint ? { mountpoint: v.spec.mountpoint } : {}) }));
       const read = (f: string) => readFile(join(etc, f), 'utf8').catch(() => '');
-      await mkdir(etc, { recursive: true });
       await writeFile(join(etc, 'crypttab'), crypttabWith(await read('crypttab'), refs));
       await writeFile(join(etc, 'fstab'), fstabWith(await read('fstab'), refs));
       ctx.log('info', `wrote /etc/crypttab (${volumes.map((v) => v.name).join(', ')}: tpm2-device=auto) and updated /etc/fstab on partition ${root.number}${encRoot ? ` (encrypted: boot with rd.luks.name=${encRoot.luksUuid}=${encRoot.name} root=/dev/mapper/${encRoot.name})` : ''}`);
@@ -146,7 +144,7 @@ export const encryptDisk: BuiltinTask<typeof EncryptDiskOptions> = {
           onProgress: (f) => ctx.progress({ taskProgress: Math.min(90, f * 90), message: 'encrypting in place' }),
         });
       }
-      for (const v of volumes) await finishVolume(v, o, ctx, method);
+      for (const v of volumes) await finishVolume(disk, v, o, ctx, method);
       await configureTarget(disk, volumes, o, ctx);
     } catch (e) {
       if (e instanceof TaskError) throw e;
