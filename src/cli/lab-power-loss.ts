@@ -3,12 +3,7 @@
 import type { Command } from 'commander';
 import { runPowerLoss } from '../lab/power-loss.ts';
 import { runServerCrash } from '../lab/server-crash.ts';
-
-function whole(name: string, value: string, min: number, max: number): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number from ${min} to ${max}, not ${value}`);
-  return n;
-}
+import { wholeNumber as whole } from './whole-number.ts';
 
 export function registerLabPowerLoss(lab: Command): void {
   lab

@@ -1,6 +1,7 @@
 // `bootline lab sim`: option parsing only; the fleet is src/lab/fleet-sim.ts.
 import type { Command } from 'commander';
 import { runFleet } from '../lab/fleet-sim.ts';
+import { wholeNumber } from './whole-number.ts';
 
 export function registerLabSim(lab: Command): void {
   lab
@@ -13,10 +14,8 @@ export function registerLabSim(lab: Command): void {
     .option('--timeout <seconds>', 'give up after this long', '600')
     .addHelpText('after', '\nExit status: 0 when every device exited 0, holds the image byte for byte and the server recorded its run as succeeded; 1 otherwise.')
     .action(async (opts: { devices: string; work: string; imageMib: string; db?: string; timeout: string }) => {
-      const devices = Number(opts.devices);
-      if (!Number.isInteger(devices) || devices < 1 || devices > 2000) throw new Error(`--devices must be a whole number from 1 to 2000, not ${opts.devices}`);
-      const imageMiB = Number(opts.imageMib);
-      if (!Number.isInteger(imageMiB) || imageMiB < 2 || imageMiB > 4096) throw new Error(`--image-mib must be a whole number from 2 to 4096, not ${opts.imageMib}`);
+      const devices = wholeNumber('--devices', opts.devices, 1, 2000);
+      const imageMiB = wholeNumber('--image-mib', opts.imageMib, 2, 4096);
       const timeout = Number(opts.timeout);
       if (!Number.isInteger(timeout) || timeout < 10) throw new Error(`--timeout must be a whole number of seconds, at least 10, not ${opts.timeout}`);
       const r = await runFleet({ cli: process.argv[1]!, devices, work: opts.work, imageMiB, timeoutSeconds: timeout, ...(opts.db ? { db: opts.db } : {}) });
