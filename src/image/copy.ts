@@ -141,7 +141,7 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
         : undefined;
     img = await openImage(source, 0, undefined, signal, onRaw);
     const compression = img.compression;
-    log(`image ${source.display}: ${compression === 'none' ? 'not compressed' : `${compression}-compressed`}${bmap ? `, bmap maps ${formatBytes(mappedBytes ?? 0)} of ${formatBytes(bmap.imageSize)}` : ', no bmap: writing every byte'}`);
+    log(`image ${source.display}: ${compression === 'none' ? 'not compressed' : `${compression}-compressed`}${img.decoder ? ` (${img.decoder})` : ''}${bmap ? `, bmap maps ${formatBytes(mappedBytes ?? 0)} of ${formatBytes(bmap.imageSize)}` : ', no bmap: writing every byte'}`);
     if (compression === 'none' && srcSize !== undefined) {
       if (bmap && srcSize !== bmap.imageSize) {
         throw new Error(`the image ${source.display} is ${srcSize} bytes but its bmap says ${bmap.imageSize}: the bmap belongs to another image; nothing was written`);

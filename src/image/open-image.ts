@@ -4,12 +4,27 @@ import { open } from 'node:fs/promises';
 import { decompressor, readsFileItself, toolChunks } from './decompress/index.ts';
 import { readPooled } from './sources/pooled-read.ts';
 import { DETECT_HEAD_BYTES, detectCompression } from './decompress/detect.ts';
+import { laneCount, xzLanes } from './decompress/xz-lanes.ts';
+import { readXzTail, type XzTail } from './decompress/xz-source.ts';
 import type { Compression, Source } from './types.ts';
 
 export interface OpenedImage {
   compression: Compression;
   chunks: AsyncIterable<Buffer>;
   destroy(err?: Error): void;
+  /** How it is decompressed, when that is worth a log line. */
+  decoder?: string;
+}
+
+/** The layout of an .xz image whose blocks can be decompressed side by side, if it has one. */
+async function multiBlockXz(source: Source, signal: AbortSignal | undefined): Promise<XzTail | undefined> {
+  let tail: XzTail | undefined;
+  try {
+    tail = await readXzTail(source, signal);
+  } catch (e) {
+    throw new Error(`reading the block index at the end of the image ${source.display} failed: ${(e as Error).message}`);
+  }
+  return tail && laneCount(tail.layout) > 1 ? tail : undefined;
 }
 
 function whenWritable(w: Duplex): Promise<void> {
@@ -37,9 +52,12 @@ export async function openImage(
   onRaw?: (b: Buffer) => void,
 ): Promise<OpenedImage> {
   const local = source.localPath;
+  let xz: XzTail | undefined;
   if (local !== undefined) {
     const compression = known ?? detectCompression(await readHead(source, local, offset));
     if (compression === 'none') return { compression, ...pooledChunks(source, local, offset, signal, onRaw) };
+    if (compression === 'xz' && offset === 0) xz = await multiBlockXz(source, signal);
+    if (!onRaw && xz) return xzImage(xz, local);
     if (!onRaw && readsFileItself(compression) && offset === 0) {
       const tool = toolChunks(compression, local);
       return { compression, chunks: tool.chunks, destroy: tool.stop };
@@ -104,20 +122,21 @@ export async function openImage(
   }
   if (compression === 'none') return { compression, chunks: rawChunks(), destroy: (err) => raw.destroy(err) };
 
-  if (readsFileItself(compression)) {
-    let tool: ReturnType<typeof toolChunks>;
+  if (compression === 'xz' && offset === 0 && local === undefined) {
     try {
-      tool = toolChunks(compression, rawChunks());
+      xz = await multiBlockXz(source, signal);
     } catch (e) {
       raw.destroy();
       throw e;
     }
+  }
+  if (xz) {
+    const img = xzImage(xz, rawChunks());
     return {
-      compression,
-      chunks: tool.chunks,
+      ...img,
       destroy: (err) => {
         raw.destroy(err);
-        tool.stop();
+        img.destroy(err);
       },
     };
   }
@@ -149,6 +168,13 @@ export async function openImage(
       out.destroy(err);
     },
   };
+}
+
+/** A multi-block .xz image decompressed in lanes (xz-lanes.ts). */
+function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>): OpenedImage {
+  const lanes = laneCount(xz.layout);
+  const dec = xzLanes(xz.layout, xz.trailer, input, lanes);
+  return { compression: 'xz', chunks: dec.chunks, destroy: () => dec.stop(), decoder: `${lanes} xz processes side by side, ${xz.layout.blocks.length} blocks` };
 }
 
 async function readHead(source: Source, path: string, offset: number): Promise<Buffer> {

@@ -47,11 +47,12 @@ interface Tool {
 // -q: progress/info lines on stderr would otherwise read as errors (lz4 prints "decoded N bytes").
 const TOOLS: Record<Exclude<Compression, 'none' | 'gzip'>, Tool> = {
   zstd: { commands: [{ cmd: 'zstd', args: ['-dc', '-q'] }], pkg: 'zstd' },
-  // -T0: xz 5.4 decompresses multi-block files (xz -T0 output) in parallel. It then takes about
-  // 141 MB for a -6 image on 2 cores. --memlimit-mt=64MiB brought that to 72 MB, but with one
-  // thread: the benchmark's xz decompression alone took 27 s, no faster than bmaptool's whole
-  // copy, where -T0 had been 1.5-1.6x faster than it. Speed first; docs/image.md says the memory.
-  xz: { commands: [{ cmd: 'xz', args: ['-dc', '-T0'] }], pkg: 'xz-utils' },
+  // Only for an .xz image whose block index cannot be read first (stdin, no size, several streams):
+  // one with an index is decompressed by xz-lanes.ts, a single-threaded xz per core. -T0 lets xz 5.4
+  // decompress blocks in parallel itself, but it holds whole blocks per thread: 141 MB for a -6
+  // image on 2 cores, and more per core. The cap keeps it to about 94 MB here, at 12.2 s against
+  // 10.5 s unlimited and 20 s on one thread (xz -dc of the benchmark's 2 GiB image).
+  xz: { commands: [{ cmd: 'xz', args: ['-dc', '-T0', '--memlimit-mt=80MiB'] }], pkg: 'xz-utils' },
   // lbzip2 and pbzip2 decompress on every core; bzip2 itself on one.
   bzip2: {
     commands: [
@@ -230,8 +231,14 @@ function processStream(name: string, path: string, args: string[]): Duplex {
  * next is asked for. `chunks` ends only after the program exited cleanly having read all of its
  * input; stopping early (return, or `stop`) kills it.
  */
-export function toolChunks(kind: Exclude<Compression, 'none' | 'gzip'>, input: string | AsyncIterable<Buffer>): { chunks: AsyncGenerator<Buffer>; stop(): void } {
-  const { name, path, args } = findTool(kind);
+export function toolChunks(
+  kind: Exclude<Compression, 'none' | 'gzip'>,
+  input: string | AsyncIterable<Buffer>,
+  argsInstead?: string[],
+): { chunks: AsyncGenerator<Buffer>; stop(): void } {
+  const found = findTool(kind);
+  const { name, path } = found;
+  const args = argsInstead ?? found.args;
   const out = fifo();
   const fromFile = typeof input === 'string';
   // An absolute path cannot be taken for an option, whatever the file is called.
@@ -297,7 +304,7 @@ export function toolChunks(kind: Exclude<Compression, 'none' | 'gzip'>, input: s
           dropped = true;
           return;
         }
-        if (!stdin.write(c)) await new Promise<void>((r) => stdin.once('drain', r).once('close', r));
+        if (!stdin.write(c)) await drainedOrClosed(stdin);
       }
       stdin.end();
     } catch (e) {
@@ -331,6 +338,17 @@ export function toolChunks(kind: Exclude<Compression, 'none' | 'gzip'>, input: s
     }
   }
   return { chunks: chunks(), stop };
+}
+
+/** Waits for `w` to take more, or to close; leaves no listener behind (one is added per full pipe). */
+function drainedOrClosed(w: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      w.off('drain', done).off('close', done);
+      resolve();
+    };
+    w.on('drain', done).on('close', done);
+  });
 }
 
 /** A FIFO already opened at both ends and unlinked: the read end non-blocking, for a net.Socket. */

@@ -1,0 +1,222 @@
+// Multi-block .xz images decompressed side by side (src/image/decompress/xz-*.ts), checked
+// against xz itself: its own listing of the blocks, its own decompression of each block.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, createReadStream, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { copyImage } from '../../src/image/copy.ts';
+import { FileSource } from '../../src/image/sources/file.ts';
+import { openTarget } from '../../src/image/target.ts';
+import { openImage } from '../../src/image/open-image.ts';
+import { parseFooter, parseIndex, streamHeader, streamTail, XzIndexError, type XzLayout } from '../../src/image/decompress/xz-index.ts';
+import { laneCount, LOOKAHEAD_BUDGET, xzLanes } from '../../src/image/decompress/xz-lanes.ts';
+import { readXzTail } from '../../src/image/decompress/xz-source.ts';
+import type { Source } from '../../src/image/types.ts';
+import { tempDir } from '../helpers.ts';
+
+const dir = tempDir('bootline-xz-');
+const IMAGE = join(dir, 'mixed.img');
+const XZ = `${IMAGE}.xz`;
+let image: Buffer;
+
+before(() => {
+  // Random (incompressible), zeros, text and a random tail: blocks that compress very differently.
+  const text = Buffer.from(Array.from({ length: 40000 }, (_, i) => `line ${i} of a log file\n`).join(''));
+  image = Buffer.concat([randomBytes(1_500_000), Buffer.alloc(2_000_000), text, randomBytes(700_001)]);
+  writeFileSync(IMAGE, image);
+  execFileSync('xz', ['-k', '-T2', '--block-size=256KiB', IMAGE]);
+});
+
+/** The blocks as `xz --robot -lvv` lists them: [compressed offset, uncompressed offset, uncompressed size]. */
+function xzListing(path: string): number[][] {
+  return execFileSync('xz', ['--robot', '-lvv', path], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.startsWith('block\t'))
+    .map((l) => {
+      const f = l.split('\t');
+      return [Number(f[4]), Number(f[5]), Number(f[7])];
+    });
+}
+
+function layoutOf(path: string): { layout: XzLayout; trailer: Buffer } {
+  const file = readFileSync(path);
+  const { flags, indexSize } = parseFooter(file.subarray(file.length - 12));
+  const trailer = file.subarray(file.length - 12 - indexSize);
+  return { layout: parseIndex(trailer.subarray(0, indexSize), flags, file.length), trailer };
+}
+
+/** A seekable source that streams a file (not local: its bytes come through `open`). */
+function streamSource(path: string, chunk = 64 * 1024): Source & { opens: number[] } {
+  const opens: number[] = [];
+  return {
+    display: path,
+    seekable: true,
+    opens,
+    size: async () => statSync(path).size,
+    open: async (offset: number) => {
+      opens.push(offset);
+      return createReadStream(path, { start: offset, highWaterMark: chunk });
+    },
+  };
+}
+
+async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of chunks) parts.push(Buffer.from(c));
+  return Buffer.concat(parts);
+}
+
+/** xz processes this test process started that still run. */
+function childXz(): string[] {
+  return readdirSync('/proc')
+    .filter((d) => /^[0-9]+$/.test(d))
+    .flatMap((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return fields[1] === String(process.pid) && fields[0] !== 'Z' && stat.includes('(xz)') ? [pid] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
+after(() => assert.deepEqual(childXz(), [], 'an xz process was left running'));
+
+test('the block index read from the end of the file is the one xz lists', () => {
+  const { layout } = layoutOf(XZ);
+  const listed = xzListing(XZ);
+  assert.ok(layout.blocks.length >= 15, `only ${layout.blocks.length} blocks`);
+  assert.deepEqual(
+    layout.blocks.map((b) => [b.compOffset, b.uncompOffset, b.uncompSize]),
+    listed,
+  );
+  const last = layout.blocks.at(-1);
+  assert.equal((last?.uncompOffset ?? 0) + (last?.uncompSize ?? 0), image.length);
+});
+
+test('each block wrapped as a stream of its own decompresses, with xz, to its part of the image', () => {
+  const file = readFileSync(XZ);
+  const { layout } = layoutOf(XZ);
+  for (const b of [layout.blocks[0], layout.blocks[7], layout.blocks.at(-1)]) {
+    assert.ok(b);
+    const one = Buffer.concat([streamHeader(layout.flags), file.subarray(b.compOffset, b.compOffset + b.totalSize), streamTail(layout.flags, b)]);
+    const out = execFileSync('xz', ['-dc'], { input: one, maxBuffer: 16 << 20 });
+    assert.ok(out.equals(image.subarray(b.uncompOffset, b.uncompOffset + b.uncompSize)), `block at ${b.compOffset} decompressed differently`);
+  }
+});
+
+test('an index that is not one whole stream, or is damaged, is not used', () => {
+  const file = readFileSync(XZ);
+  const { indexSize, flags } = parseFooter(file.subarray(file.length - 12));
+  const index = Buffer.from(file.subarray(file.length - 12 - indexSize, file.length - 12));
+  // Two streams one after the other: the index only describes the second.
+  assert.throws(() => parseIndex(index, flags, file.length * 2), XzIndexError);
+  const bad = Buffer.from(index);
+  bad[3] = (bad[3] as number) ^ 1;
+  assert.throws(() => parseIndex(bad, flags, file.length), /index checksum is wrong/);
+  const footer = Buffer.from(file.subarray(file.length - 12));
+  footer[5] = (footer[5] as number) ^ 1;
+  assert.throws(() => parseFooter(footer), /footer checksum is wrong/);
+  assert.throws(() => parseFooter(Buffer.alloc(12)), /no xz stream footer/);
+});
+
+test('as many lanes as cores, as long as a block ahead fits the memory budget', () => {
+  const blocks = (n: number, size: number) => ({ flags: Buffer.from([0, 4]), blocks: Array.from({ length: n }, (_, i) => ({ compOffset: 12 + i, totalSize: 8, unpaddedSize: 8, uncompOffset: i * size, uncompSize: size })) });
+  assert.equal(laneCount(blocks(86, 24 << 20), 2), 2);
+  assert.equal(laneCount(blocks(86, 24 << 20), 16), 2);
+  assert.equal(laneCount(blocks(86, 4 << 20), 16), 4);
+  assert.equal(laneCount(blocks(86, LOOKAHEAD_BUDGET + 1), 8), 1);
+  assert.equal(laneCount(blocks(1, 1 << 20), 8), 1);
+  assert.equal(laneCount(blocks(86, 1 << 20), 1), 1);
+});
+
+for (const lanes of [2, 3]) {
+  test(`${lanes} lanes give the image byte for byte, from a local file and from a stream`, async () => {
+    const { layout, trailer } = layoutOf(XZ);
+    assert.ok((await collect(xzLanes(layout, trailer, XZ, lanes).chunks)).equals(image));
+    const src = streamSource(XZ, 7777);
+    const raw = await src.open(0);
+    assert.ok((await collect(xzLanes(layout, trailer, raw as AsyncIterable<Buffer>, lanes).chunks)).equals(image));
+  });
+}
+
+test('a copy of a multi-block .xz uses the lanes, from a file and over a stream, and writes the image', { skip: availableParallelism() < 2 && 'one core: no lanes' }, async () => {
+  for (const source of [new FileSource(XZ), streamSource(XZ)]) {
+    const out = join(dir, 'copy.out');
+    writeFileSync(out, '');
+    const lines: string[] = [];
+    const t = await openTarget(out, { allowFile: true });
+    try {
+      await copyImage({ source, target: t, onLog: (l: string) => lines.push(l) });
+    } finally {
+      await t.close();
+    }
+    assert.ok(readFileSync(out).equals(image), `${source.display}: the copy differs`);
+    assert.ok(lines.some((l) => /xz-compressed \(2 xz processes side by side, \d+ blocks\)/.test(l)), lines.join('\n'));
+  }
+});
+
+test('a damaged block fails with what xz says, and no xz is left running', async () => {
+  const bad = Buffer.from(readFileSync(XZ));
+  const { layout } = layoutOf(XZ);
+  const b = layout.blocks[5];
+  assert.ok(b);
+  for (let i = b.compOffset + 100; i < b.compOffset + 140; i++) bad[i] = (bad[i] as number) ^ 0x55;
+  const p = join(dir, 'damaged.img.xz');
+  writeFileSync(p, bad);
+  const { trailer } = layoutOf(p);
+  for (const input of [p, (await streamSource(p).open(0)) as AsyncIterable<Buffer>]) {
+    await assert.rejects(collect(xzLanes(layout, trailer, input, 2).chunks), /^Error: xz: \(stdin\): (Compressed data is corrupt|Integrity check failed)/);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(childXz(), []);
+});
+
+test('a streamed image whose index differs from the one read first, or that ends early, fails', async () => {
+  const { layout, trailer } = layoutOf(XZ);
+  const changed = Buffer.from(readFileSync(XZ));
+  changed[changed.length - 20] = (changed[changed.length - 20] as number) ^ 1;
+  const p = join(dir, 'changed.img.xz');
+  writeFileSync(p, changed);
+  await assert.rejects(collect(xzLanes(layout, trailer, (await streamSource(p).open(0)) as AsyncIterable<Buffer>, 2).chunks), /the image changed while it was read/);
+  const cut = join(dir, 'cut.img.xz');
+  writeFileSync(cut, readFileSync(XZ).subarray(0, statSync(XZ).size - 30));
+  await assert.rejects(collect(xzLanes(layout, trailer, (await streamSource(cut).open(0)) as AsyncIterable<Buffer>, 2).chunks), /ended after \d+ bytes, before its end: it is truncated/);
+});
+
+test('stopping early ends every lane', async () => {
+  const { layout, trailer } = layoutOf(XZ);
+  const dec = xzLanes(layout, trailer, XZ, 2);
+  let got = 0;
+  for await (const c of dec.chunks) {
+    got += c.length;
+    if (got > 1_000_000) break;
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(childXz(), []);
+});
+
+test('an image of several streams is decompressed whole by one xz, as before', async () => {
+  const p = join(dir, 'two-streams.img.xz');
+  writeFileSync(p, Buffer.concat([readFileSync(XZ), readFileSync(XZ)]));
+  assert.equal(await readXzTail(streamSource(p)), undefined);
+  const img = await openImage(new FileSource(p), 0, undefined, undefined);
+  assert.equal(img.decoder, undefined);
+  assert.ok((await collect(img.chunks)).equals(Buffer.concat([image, image])));
+});
+
+test('the index is read with one request from the end', async () => {
+  const src = streamSource(XZ);
+  const tail = await readXzTail(src);
+  assert.ok(tail);
+  assert.equal(src.opens.length, 1);
+  assert.ok((src.opens[0] ?? 0) > 0);
+  // An empty or tiny file has no index to read.
+  const tiny = join(dir, 'tiny.xz');
+  closeSync(openSync(tiny, 'w'));
+  assert.equal(await readXzTail(streamSource(tiny)), undefined);
+});
