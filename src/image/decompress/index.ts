@@ -234,11 +234,16 @@ function processStream(name: string, path: string, args: string[]): Duplex {
 export function toolChunks(
   kind: Exclude<Compression, 'none' | 'gzip'>,
   input: string | AsyncIterable<Buffer>,
-  argsInstead?: string[],
+  opts: {
+    /** Instead of the tool's usual arguments. */
+    args?: string[];
+    /** `input` reuses its buffers: each chunk is written out before the next is asked for. */
+    reusedInput?: boolean;
+  } = {},
 ): { chunks: AsyncGenerator<Buffer>; stop(): void } {
   const found = findTool(kind);
   const { name, path } = found;
-  const args = argsInstead ?? found.args;
+  const args = opts.args ?? found.args;
   const out = fifo();
   const fromFile = typeof input === 'string';
   // An absolute path cannot be taken for an option, whatever the file is called.
@@ -304,7 +309,8 @@ export function toolChunks(
           dropped = true;
           return;
         }
-        if (!stdin.write(c)) await drainedOrClosed(stdin);
+        if (opts.reusedInput) await new Promise<void>((r) => stdin.write(c, () => r()));
+        else if (!stdin.write(c)) await drainedOrClosed(stdin);
       }
       stdin.end();
     } catch (e) {

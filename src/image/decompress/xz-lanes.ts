@@ -140,7 +140,10 @@ export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<
   const inputCap = Math.max(...blocks.map((b) => b.totalSize)) + INPUT_SLACK;
   for (let i = 0; i < lanes; i++) {
     const channel = new Channel(inputCap);
-    const tool = toolChunks('xz', typeof input === 'string' ? readBlocks(input, i) : channel, LANE_ARGS);
+    const tool =
+      typeof input === 'string'
+        ? toolChunks('xz', readBlocks(input, i), { args: LANE_ARGS, reusedInput: true })
+        : toolChunks('xz', channel, { args: LANE_ARGS });
     const lane: Lane = { input: channel, tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
     const sizes = blocks.filter((_, k) => k % lanes === i).map((b) => b.uncompSize);
     lane.done = collect(lane, i, sizes);
@@ -190,19 +193,29 @@ export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<
     }
   }
 
-  /** Lane `i`'s blocks of a local file, each wrapped as a stream; chunks are fresh, as a pipe may keep them queued. */
+  /**
+   * Lane `i`'s blocks of a local file, each wrapped as a stream. Two reused buffers: the next read
+   * runs while the last one is written to xz (reusedInput: written out before the next is asked for).
+   */
   async function* readBlocks(path: string, i: number): AsyncGenerator<Buffer> {
     const fh = await open(path, 'r');
+    const bufs = [Buffer.allocUnsafe(FILE_READ), Buffer.allocUnsafe(FILE_READ)];
+    let which = 0;
     try {
       for (let k = i; k < blocks.length; k += lanes) {
         const b = blocks[k] as (typeof blocks)[number];
+        const end = b.compOffset + b.totalSize;
         yield streamHeader(flags);
-        for (let at = b.compOffset; at < b.compOffset + b.totalSize; ) {
-          if (stopped || failed) return;
-          const want = Math.min(FILE_READ, b.compOffset + b.totalSize - at);
-          const { buffer, bytesRead } = await fh.read(Buffer.allocUnsafeSlow(want), 0, want, at);
+        let at = b.compOffset;
+        const readAt = (buf: Buffer, from: number) => fh.read(buf, 0, Math.min(FILE_READ, end - from), from);
+        let pending = readAt(bufs[which] as Buffer, at);
+        while (at < end) {
+          const { bytesRead, buffer } = await pending;
           if (bytesRead === 0) throw new Error(`the xz image ended at byte ${at}, inside block ${k + 1}: it was truncated while it was read`);
           at += bytesRead;
+          which ^= 1;
+          if (at < end) pending = readAt(bufs[which] as Buffer, at);
+          if (stopped || failed) return;
           yield buffer.subarray(0, bytesRead);
         }
         yield streamTail(flags, b);
