@@ -1,7 +1,7 @@
 // Shared test helpers: temp dirs that are removed, executable scripts.
 import assert from 'node:assert/strict';
 import { ConfigError } from '../src/config/layer.ts';
-import { mkdtempSync, rmSync, writeFileSync, chmodSync, readFileSync, openSync, readSync, closeSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, chmodSync, readFileSync, readdirSync, openSync, readSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -87,4 +87,20 @@ export async function withLoop<T>(dir: string, size: number, fn: (dev: string) =
 export function assertNoLoopLeft(dir: string): void {
   const left = execFileSync('losetup', ['-a'], { encoding: 'utf8' });
   assert.ok(!left.includes(dir), `a loop device over ${dir} is still attached:\n${left}`);
+}
+
+/** Processes this test process started that still run (not zombies) and whose name matches `name`: "<pid> <name>". */
+export function runningChildren(name: RegExp): string[] {
+  return readdirSync('/proc')
+    .filter((d) => /^[0-9]+$/.test(d))
+    .flatMap((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        return fields[1] === String(process.pid) && fields[0] !== 'Z' && name.test(comm) ? [`${pid} ${comm}`] : [];
+      } catch {
+        return [];
+      }
+    });
 }

@@ -1,7 +1,7 @@
 // Opening an image source: detects the compression and yields the decompressed bytes with backpressure, kept apart from what the copy does with them.
 import type { Duplex, Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
-import { decompressor, readsFileItself, toolChunks } from './decompress/index.ts';
+import { decompressor, drainedOrClosed, readsFileItself, toolChunks } from './decompress/index.ts';
 import { readPooled } from './sources/pooled-read.ts';
 import { DETECT_HEAD_BYTES, detectCompression } from './decompress/detect.ts';
 import { laneCount, xzLanes } from './decompress/xz-lanes.ts';
@@ -25,16 +25,6 @@ async function multiBlockXz(source: Source, signal: AbortSignal | undefined): Pr
     throw new Error(`reading the block index at the end of the image ${source.display} failed: ${(e as Error).message}`);
   }
   return tail && laneCount(tail.layout) > 1 ? tail : undefined;
-}
-
-function whenWritable(w: Duplex): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      w.off('drain', done).off('close', done);
-      resolve();
-    };
-    w.on('drain', done).on('close', done);
-  });
 }
 
 /**
@@ -153,7 +143,7 @@ export async function openImage(
     try {
       for await (const c of rawChunks()) {
         if (out.destroyed) return;
-        if (!out.write(c)) await whenWritable(out);
+        if (!out.write(c)) await drainedOrClosed(out);
       }
       if (!out.destroyed) out.end();
     } catch (e) {

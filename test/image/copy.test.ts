@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { copyImage } from '../../src/image/copy.ts';
@@ -17,7 +17,7 @@ import type { Target } from '../../src/image/target.ts';
 import { parseBmap } from '../../src/image/bmap/parse.ts';
 import { bootMedia } from '../../src/image/block-devices.ts';
 import type { Bmap, Compression, Source } from '../../src/image/types.ts';
-import { tempDir, BMAPTOOL_FIXTURES, readDevice, withLoop, assertNoLoopLeft } from '../helpers.ts';
+import { tempDir, BMAPTOOL_FIXTURES, readDevice, withLoop, assertNoLoopLeft, runningChildren } from '../helpers.ts';
 
 const FIX = BMAPTOOL_FIXTURES;
 const dir = tempDir('bootline-copy-');
@@ -278,21 +278,7 @@ test('without a bmap every byte is written and the sha256 is checked', async () 
   );
 });
 
-/** Decompressor processes this test process has started that still run. */
-function childDecompressors(): string[] {
-  return readdirSync('/proc')
-    .filter((d) => /^[0-9]+$/.test(d))
-    .flatMap((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-        return fields[1] === String(process.pid) && fields[0] !== 'Z' && /zstd|xz/.test(comm) ? [`${pid} ${comm}`] : [];
-      } catch {
-        return [];
-      }
-    });
-}
+const childDecompressors = () => runningChildren(/zstd|xz/);
 
 test('an abort while the source stalls ends the copy at once and stops the decompressor', async () => {
   const zst = readFileSync(`${IMAGE}.zst`);

@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { copyImage } from '../../src/image/copy.ts';
@@ -15,7 +15,7 @@ import { parseFooter, parseIndex, streamHeader, streamTail, XzIndexError, type X
 import { laneCount, LOOKAHEAD_BUDGET, xzLanes } from '../../src/image/decompress/xz-lanes.ts';
 import { readXzTail } from '../../src/image/decompress/xz-source.ts';
 import type { Source } from '../../src/image/types.ts';
-import { tempDir } from '../helpers.ts';
+import { tempDir, runningChildren } from '../helpers.ts';
 
 const dir = tempDir('bootline-xz-');
 const IMAGE = join(dir, 'mixed.img');
@@ -69,20 +69,7 @@ async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** xz processes this test process started that still run. */
-function childXz(): string[] {
-  return readdirSync('/proc')
-    .filter((d) => /^[0-9]+$/.test(d))
-    .flatMap((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return fields[1] === String(process.pid) && fields[0] !== 'Z' && stat.includes('(xz)') ? [pid] : [];
-      } catch {
-        return [];
-      }
-    });
-}
+const childXz = () => runningChildren(/^xz$/);
 
 after(() => assert.deepEqual(childXz(), [], 'an xz process was left running'));
 

@@ -347,7 +347,7 @@ export function toolChunks(
 }
 
 /** Waits for `w` to take more, or to close; leaves no listener behind (one is added per full pipe). */
-function drainedOrClosed(w: Writable): Promise<void> {
+export function drainedOrClosed(w: Writable): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       w.off('drain', done).off('close', done);
