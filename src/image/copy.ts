@@ -13,7 +13,7 @@ import { formatBytes } from '../format.ts';
 import { openImage } from './open-image.ts';
 import type { OpenedImage } from './open-image.ts';
 import { Meter } from './progress-meter.ts';
-import { Walker, checksumAlgo, spansOf } from './range-walker.ts';
+import { Walker, checksumAlgo, spansMeet, spansOf } from './range-walker.ts';
 import type { Span } from './range-walker.ts';
 import type { Target } from './target.ts';
 import type { Bmap, ChecksumType, Compression, Source } from './types.ts';
@@ -139,7 +139,9 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
             if (meter) meter.srcDone += b.length;
           }
         : undefined;
-    img = await openImage(source, 0, undefined, signal, onRaw);
+    // Bytes outside the spans still to write are never looked at, unless a whole-image hash needs them.
+    const needed = spans && !o.sha256 && !srcHash ? spansMeet(spans.filter((s) => !identical.has(s))) : undefined;
+    img = await openImage(source, 0, undefined, signal, onRaw, needed);
     const compression = img.compression;
     log(`image ${source.display}: ${compression === 'none' ? 'not compressed' : `${compression}-compressed`}${img.decoder ? ` (${img.decoder})` : ''}${bmap ? `, bmap maps ${formatBytes(mappedBytes ?? 0)} of ${formatBytes(bmap.imageSize)}` : ', no bmap: writing every byte'}`);
     if (compression === 'none' && srcSize !== undefined) {

@@ -28,7 +28,8 @@ async function multiBlockXz(source: Source, signal: AbortSignal | undefined): Pr
 }
 
 /**
- * Opens the source at `offset` and returns its decompressed bytes. With
+ * Opens the source at `offset` and returns its decompressed bytes. With `needed`, bytes for which
+ * it is false may read as zeros (an .xz block that holds nothing else is not decompressed). With
  * `known` undefined the compression is detected from the first bytes.
  * `onRaw` sees every byte as stored; without it, a decompressor may read a
  * local file itself. A local raw image's chunks are views of reused buffers,
@@ -40,6 +41,7 @@ export async function openImage(
   known: Compression | undefined,
   signal: AbortSignal | undefined,
   onRaw?: (b: Buffer) => void,
+  needed?: (start: number, end: number) => boolean,
 ): Promise<OpenedImage> {
   const local = source.localPath;
   let xz: XzTail | undefined;
@@ -47,7 +49,7 @@ export async function openImage(
     const compression = known ?? detectCompression(await readHead(source, local, offset));
     if (compression === 'none') return { compression, ...pooledChunks(source, local, offset, signal, onRaw) };
     if (compression === 'xz' && offset === 0) xz = await multiBlockXz(source, signal);
-    if (!onRaw && xz) return xzImage(xz, local);
+    if (!onRaw && xz) return xzImage(xz, local, needed);
     if (!onRaw && readsFileItself(compression) && offset === 0) {
       const tool = toolChunks(compression, local);
       return { compression, chunks: tool.chunks, destroy: tool.stop };
@@ -121,7 +123,7 @@ export async function openImage(
     }
   }
   if (xz) {
-    const img = xzImage(xz, rawChunks());
+    const img = xzImage(xz, rawChunks(), needed);
     return {
       ...img,
       destroy: (err) => {
@@ -161,10 +163,17 @@ export async function openImage(
 }
 
 /** A multi-block .xz image decompressed in lanes (xz-lanes.ts). */
-function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>): OpenedImage {
+function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>, needed?: (start: number, end: number) => boolean): OpenedImage {
   const lanes = laneCount(xz.layout);
-  const dec = xzLanes(xz.layout, xz.trailer, input, lanes);
-  return { compression: 'xz', chunks: dec.chunks, destroy: () => dec.stop(), decoder: `${lanes} xz processes side by side, ${xz.layout.blocks.length} blocks` };
+  const { blocks } = xz.layout;
+  const dec = xzLanes(xz.layout, xz.trailer, input, lanes, needed);
+  const skipped = needed ? blocks.filter((b) => !needed(b.uncompOffset, b.uncompOffset + b.uncompSize)).length : 0;
+  return {
+    compression: 'xz',
+    chunks: dec.chunks,
+    destroy: () => dec.stop(),
+    decoder: `${lanes} xz processes side by side, ${blocks.length} blocks${skipped ? `, ${skipped} of them only holes: not decompressed` : ''}`,
+  };
 }
 
 async function readHead(source: Source, path: string, offset: number): Promise<Buffer> {

@@ -14,6 +14,22 @@ export interface Span {
   checksum?: string;
 }
 
+/** Whether any of `spans` (sorted by start, not overlapping) has a byte in [start, end). */
+export function spansMeet(spans: readonly Span[]): (start: number, end: number) => boolean {
+  return (start, end) => {
+    // The first span that ends after `start`.
+    let lo = 0;
+    let hi = spans.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((spans[mid] as Span).end <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    const s = spans[lo];
+    return s !== undefined && s.start < end;
+  };
+}
+
 export function spansOf(bmap: Bmap): Span[] {
   const out: Span[] = [];
   let prevEnd = 0;

@@ -4,10 +4,12 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { copyImage } from '../../src/image/copy.ts';
+import { createBmap } from '../../src/image/create.ts';
+import { spansMeet, spansOf } from '../../src/image/range-walker.ts';
 import { FileSource } from '../../src/image/sources/file.ts';
 import { openTarget } from '../../src/image/target.ts';
 import { openImage } from '../../src/image/open-image.ts';
@@ -26,7 +28,11 @@ before(() => {
   // Random (incompressible), zeros, text and a random tail: blocks that compress very differently.
   const text = Buffer.from(Array.from({ length: 40000 }, (_, i) => `line ${i} of a log file\n`).join(''));
   image = Buffer.concat([randomBytes(1_500_000), Buffer.alloc(2_000_000), text, randomBytes(700_001)]);
-  writeFileSync(IMAGE, image);
+  // Written sparse: the zeros are a hole, so its bmap leaves whole blocks of the .xz unmapped.
+  const fd = openSync(IMAGE, 'w');
+  writeSync(fd, image, 0, 1_500_000, 0);
+  writeSync(fd, image, 3_500_000, image.length - 3_500_000, 3_500_000);
+  closeSync(fd);
   execFileSync('xz', ['-k', '-T2', '--block-size=256KiB', IMAGE]);
 });
 
@@ -206,4 +212,58 @@ test('the index is read with one request from the end', async () => {
   const tiny = join(dir, 'tiny.xz');
   closeSync(openSync(tiny, 'w'));
   assert.equal(await readXzTail(streamSource(tiny)), undefined);
+});
+
+test('spansMeet tells whether any span has a byte in a range', () => {
+  const spans = [
+    { first: 0, last: 0, start: 0, end: 10 },
+    { first: 0, last: 0, start: 20, end: 30 },
+    { first: 0, last: 0, start: 100, end: 101 },
+  ];
+  const meet = spansMeet(spans);
+  assert.equal(meet(0, 1), true);
+  assert.equal(meet(10, 20), false);
+  assert.equal(meet(9, 11), true);
+  assert.equal(meet(19, 20), false);
+  assert.equal(meet(29, 40), true);
+  assert.equal(meet(30, 100), false);
+  assert.equal(meet(100, 200), true);
+  assert.equal(meet(101, 1e9), false);
+  assert.equal(spansMeet([])(0, 1), false);
+});
+
+test('blocks that hold only holes are not decompressed: a damaged one goes unnoticed, the mapped bytes are written', async () => {
+  const bmap = await createBmap(IMAGE);
+  const meet = spansMeet(spansOf(bmap));
+  const { layout } = layoutOf(XZ);
+  const holesOnly = layout.blocks.filter((b) => !meet(b.uncompOffset, b.uncompOffset + b.uncompSize));
+  assert.ok(holesOnly.length >= 3, `${holesOnly.length} blocks hold only holes`);
+  // Damage every such block: were any decompressed, xz would fail on it.
+  const bad = Buffer.from(readFileSync(XZ));
+  for (const b of holesOnly) for (let i = b.compOffset + 20; i < b.compOffset + b.totalSize - 8; i++) bad[i] = (bad[i] as number) ^ 0x5a;
+  const p = join(dir, 'holes-damaged.img.xz');
+  writeFileSync(p, bad);
+  for (const source of [new FileSource(p), streamSource(p)]) {
+    const out = join(dir, 'holes.out');
+    writeFileSync(out, Buffer.alloc(image.length, 0xaa));
+    const lines: string[] = [];
+    const t = await openTarget(out, { allowFile: true });
+    try {
+      await copyImage({ source, bmap, target: t, onLog: (l: string) => lines.push(l) });
+    } finally {
+      await t.close();
+    }
+    const disk = readFileSync(out);
+    for (const s of spansOf(bmap)) assert.ok(disk.subarray(s.start, s.end).equals(image.subarray(s.start, s.end)), `${source.display}: bytes ${s.start}-${s.end} differ`);
+    assert.ok(lines.some((l) => l.includes(`${holesOnly.length} of them only holes: not decompressed`)), lines.join('\n'));
+  }
+  // With a whole-image sha256 every byte is needed: the damage is found.
+  const out = join(dir, 'holes-sha.out');
+  writeFileSync(out, '');
+  const t = await openTarget(out, { allowFile: true });
+  try {
+    await assert.rejects(copyImage({ source: new FileSource(p), target: t, sha256: 'a'.repeat(64) }), /xz: .*(Compressed data is corrupt|Integrity check failed)/);
+  } finally {
+    await t.close();
+  }
 });

@@ -332,10 +332,11 @@ export function toolChunks(
         sock.resume();
       }
       const [code, signal] = await closed;
+      // A failed program is reported at once: its input may never be taken again.
+      const err = exitError(name, code, signal, stderr());
+      if (err) throw failed ?? err;
       await fed;
       if (failed) throw failed;
-      const err = exitError(name, code, signal, stderr());
-      if (err) throw err;
       if (dropped) throw new Error(`${name} exited before reading all of the compressed image: trailing data was not decompressed`);
       ok = true;
     } finally {
@@ -348,6 +349,8 @@ export function toolChunks(
 
 /** Waits for `w` to take more, or to close; leaves no listener behind (one is added per full pipe). */
 export function drainedOrClosed(w: Writable): Promise<void> {
+  // Already gone: 'close' will not come again.
+  if (w.destroyed || w.closed) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       w.off('drain', done).off('close', done);

@@ -15,6 +15,8 @@ export const LOOKAHEAD_BUDGET = 32 * 1024 * 1024;
 /** The lane being read keeps at most this much ready. */
 const CURRENT_CAP = 4 * 1024 * 1024;
 const SEGMENT = 1024 * 1024;
+/** What a skipped block reads as: never written anywhere (its bytes are all in holes). */
+const ZEROS = Buffer.alloc(SEGMENT);
 /**
  * Compressed bytes waiting for a lane's xz to read them, beyond its next block: a lane must hold
  * its next block whole while it still decompresses the one before, or the blocks are fed, and so
@@ -109,8 +111,23 @@ const FILE_READ = 1024 * 1024;
  * streamed copy must match it, so a file that changed between the two reads fails instead of
  * mixing versions.
  */
-export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<Buffer> | string, lanes = laneCount(layout)): { chunks: AsyncGenerator<Buffer>; stop(): void } {
+export function xzLanes(
+  layout: XzLayout,
+  trailer: Buffer,
+  input: AsyncIterable<Buffer> | string,
+  lanes = laneCount(layout),
+  needed: (start: number, end: number) => boolean = () => true,
+): { chunks: AsyncGenerator<Buffer>; stop(): void } {
   const { blocks, flags } = layout;
+  // Blocks whose bytes nobody reads (holes of the bmap) are not decompressed at all: they read as
+  // zeros. The others go round-robin to the lanes; laneOf[k] is undefined for a skipped block.
+  const laneOf: (number | undefined)[] = [];
+  let used = 0;
+  for (const b of blocks) laneOf.push(needed(b.uncompOffset, b.uncompOffset + b.uncompSize) ? used++ : undefined);
+  lanes = Math.min(lanes, used);
+  for (let k = 0; k < laneOf.length; k++) if (laneOf[k] !== undefined) laneOf[k] = (laneOf[k] as number) % lanes;
+  /** Each lane's blocks, in order. */
+  const laneBlocks = Array.from({ length: lanes }, (_, i) => blocks.filter((_, k) => laneOf[k] === i));
   const free: Buffer[] = [];
   let current = 0;
   let failed: Error | undefined;
@@ -145,7 +162,7 @@ export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<
         ? toolChunks('xz', readBlocks(input, i), { args: LANE_ARGS, reusedInput: true })
         : toolChunks('xz', channel, { args: LANE_ARGS });
     const lane: Lane = { input: channel, tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
-    const sizes = blocks.filter((_, k) => k % lanes === i).map((b) => b.uncompSize);
+    const sizes = (laneBlocks[i] as XzLayout['blocks']).map((b) => b.uncompSize);
     lane.done = collect(lane, i, sizes);
     lanesList.push(lane);
   }
@@ -202,8 +219,7 @@ export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<
     const bufs = [Buffer.allocUnsafe(FILE_READ), Buffer.allocUnsafe(FILE_READ)];
     let which = 0;
     try {
-      for (let k = i; k < blocks.length; k += lanes) {
-        const b = blocks[k] as (typeof blocks)[number];
+      for (const b of laneBlocks[i] as XzLayout['blocks']) {
         const end = b.compOffset + b.totalSize;
         yield streamHeader(flags);
         let at = b.compOffset;
@@ -211,7 +227,7 @@ export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<
         let pending = readAt(bufs[which] as Buffer, at);
         while (at < end) {
           const { bytesRead, buffer } = await pending;
-          if (bytesRead === 0) throw new Error(`the xz image ended at byte ${at}, inside block ${k + 1}: it was truncated while it was read`);
+          if (bytesRead === 0) throw new Error(`the xz image ended at byte ${at}, inside the block at ${b.compOffset}: it was truncated while it was read`);
           at += bytesRead;
           which ^= 1;
           if (at < end) pending = readAt(bufs[which] as Buffer, at);
@@ -263,15 +279,16 @@ export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<
           }
           const block = blocks[k];
           if (block) {
-            const lane = lanesList[k % lanes] as Lane;
-            if (pos === block.compOffset) await lane.input.push(streamHeader(flags));
+            const i = laneOf[k];
+            const lane = i === undefined ? undefined : lanesList[i];
+            if (lane && pos === block.compOffset) await lane.input.push(streamHeader(flags));
             const n = Math.min(c.length - off, block.compOffset + block.totalSize - pos);
-            await lane.input.push(c.subarray(off, off + n));
+            await lane?.input.push(c.subarray(off, off + n));
             off += n;
             pos += n;
             if (pos === block.compOffset + block.totalSize) {
-              await lane.input.push(streamTail(flags, block));
-              if (k + lanes >= blocks.length) lane.input.close();
+              if (lane) await lane.input.push(streamTail(flags, block));
+              if (lane && laneBlocks[i as number]?.at(-1) === block) lane.input.close();
               k++;
             }
             continue;
@@ -299,10 +316,15 @@ export function xzLanes(layout: XzLayout, trailer: Buffer, input: AsyncIterable<
     let ok = false;
     try {
       for (let k = 0; k < blocks.length; k++) {
-        current = k % lanes;
+        let need = (blocks[k] as { uncompSize: number }).uncompSize;
+        const i = laneOf[k];
+        if (i === undefined) {
+          for (; need > 0; need -= Math.min(need, SEGMENT)) yield ZEROS.subarray(0, Math.min(need, SEGMENT));
+          continue;
+        }
+        current = i;
         wakeAll();
         const lane = lanesList[current] as Lane;
-        let need = (blocks[k] as { uncompSize: number }).uncompSize;
         while (need > 0) {
           while (lane.queue.length === 0 && !lane.ended && !failed && !stopped) await wait();
           if (failed) throw failed;
