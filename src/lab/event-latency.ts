@@ -5,7 +5,8 @@
 // the agent's queue, the HTTP round trip, waiting for CPU, the server parsing the batch.
 
 export interface LatencySummary {
-  events: number;
+  /** How many values (events, or requests). */
+  count: number;
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
@@ -31,5 +32,33 @@ export function eventLatencies(events: readonly { runId: string; seq: number; ts
 export function summarize(latenciesMs: readonly number[]): LatencySummary | undefined {
   if (latenciesMs.length === 0) return undefined;
   const sorted = [...latenciesMs].sort((a, b) => a - b);
-  return { events: sorted.length, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1)! };
+  return { count: sorted.length, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1)! };
+}
+
+/**
+ * How long the server took for each event batch: the `responseTime` (ms, from the request's
+ * arrival to its answer, which comes after the commit) of every answered
+ * `POST /api/v1/device/events` in the server's log (Fastify's info-level request lines,
+ * JSON). Requests are matched by process and request id: several servers, or a restarted
+ * one, may write to the same log.
+ */
+export function eventPostTimes(log: string): number[] {
+  const posts = new Set<string>();
+  const times: number[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let r: { pid?: number; reqId?: string; msg?: string; req?: { method?: string; url?: string }; res?: { statusCode?: number }; responseTime?: number };
+    try {
+      r = JSON.parse(line) as typeof r;
+    } catch {
+      continue;
+    }
+    const key = `${r.pid}/${r.reqId}`;
+    if (r.msg === 'incoming request' && r.req?.method === 'POST' && r.req.url === '/api/v1/device/events') posts.add(key);
+    else if (r.msg === 'request completed' && posts.has(key) && r.res?.statusCode === 200 && typeof r.responseTime === 'number') {
+      times.push(r.responseTime);
+      posts.delete(key);
+    }
+  }
+  return times;
 }

@@ -10,7 +10,7 @@ import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { callApi, startLineServer, stopChild, type LineServer } from './line-server.ts';
-import { eventLatencies, summarize, type LatencySummary } from './event-latency.ts';
+import { eventLatencies, eventPostTimes, summarize, type LatencySummary } from './event-latency.ts';
 import { watchMachineMemory } from './machine-memory.ts';
 import { startPostgres, type PgServer } from './postgres.ts';
 
@@ -80,6 +80,8 @@ export interface FleetResult {
   machineMiB: { before: number; peak: number };
   /** From each stored event's time to the server's taking it (event-latency.ts); undefined when none was stored. */
   latency?: LatencySummary;
+  /** The server's own time per event batch, from the request's arrival to its answer after the commit (its log); undefined when none. */
+  serverBatchTimes?: LatencySummary;
   /** How often the server was started (1 + restarts). */
   serverStarts: number;
   ok: boolean;
@@ -185,7 +187,8 @@ async function fleetOn(o: FleetOptions, db: string | undefined, serverCount: num
   await execFile(process.execPath, [o.cli, 'image', 'add', imagePath, '--data', data, '--name', 'fleet', ...(db ? ['--db', db] : [])]);
   const want = await sha256File(imagePath);
 
-  const serverOptions = { cli: o.cli, data, logFile: join(o.work, 'server.log'), ...(db ? { db } : {}) };
+  // The server logs at its default level (info): a line per request, with its response time.
+  const serverOptions = { cli: o.cli, data, logFile: join(o.work, 'server.log'), logLevel: 'info', ...(db ? { db } : {}) };
   let server: LineServer = await startLineServer(serverOptions);
   const firstServer = server;
   // More processes on the same database and data dir; the first one printed the admin token.
@@ -287,25 +290,32 @@ async function fleetOn(o: FleetOptions, db: string | undefined, serverCount: num
     const wallSeconds = (performance.now() - t0) / 1000;
     const rows = (await must(200, 'GET', '/api/v1/devices?limit=5000')) as { id: string; serial: string | null; state: string }[];
     for (const r of results) r.serverState = rows.find((x) => x.serial === r.serial)?.state;
-    await o.after?.(control, results);
-    const latency = summarize(eventLatencies(await storedEvents(server, rows.map((r) => r.id))));
+    // The servers' peaks before the reads below, which are not part of the fleet's load.
     const last = peakMiB(server.pid);
     if (last !== undefined) peaks.push(last);
     const serverPeaksMiB = [...(peaks.length ? [Math.max(...peaks)] : []), ...others.map((x) => peakMiB(x.pid)).filter((m) => m !== undefined)];
+    await o.after?.(control, results);
+    const latency = summarize(eventLatencies(await storedEvents(server, rows.map((r) => r.id))));
+    const serverBatchTimes = summarize(eventPostTimes(readFileSync(serverOptions.logFile, 'utf8')));
     const serverPeakMiB = serverPeaksMiB.length ? Math.max(...serverPeaksMiB) : undefined;
     const serverEvents = await Promise.all([server, ...others].map((x) => eventsIngested(x.url)));
     const machineMiB = { before: memory.beforeMiB, peak: machinePeak };
     const ok = results.every((r) => r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded');
     const bad = results.filter((r) => !(r.exitCode === 0 && r.diskOk && r.serverState === 'succeeded'));
     const mem = serverPeaksMiB.length ? `; server peak RSS ${serverPeaksMiB.map((m) => m.toFixed(0)).join(' + ')} MiB` : '';
-    const split = serverEvents.length > 1 ? `, stored by the servers ${serverEvents.join(' + ')}` : '';
     log(
       `${results.length - bad.length} of ${results.length} devices provisioned in ${wallSeconds.toFixed(1)} s${mem}` +
-        `; machine used ${(machineMiB.before / 1024).toFixed(1)} GiB before, peak ${(machineMiB.peak / 1024).toFixed(1)} GiB` +
-        (latency ? `; event latency p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms, max ${latency.maxMs} ms (${latency.events} events${split})` : '; no events stored') +
         (bad.length ? `; failed: ${bad.map((r) => `${r.serial} (exit ${r.exitCode}, disk ${r.diskOk ? 'ok' : 'differs'}, server ${r.serverState ?? 'no record'})`).join(', ')} — logs in ${join(o.work, 'devices')}` : ''),
     );
-    return { devices: results, wallSeconds, ...(serverPeakMiB !== undefined ? { serverPeakMiB } : {}), serverPeaksMiB, serverEvents, machineMiB, ...(latency ? { latency } : {}), serverStarts, ok };
+    log(`  machine's used memory (MemTotal - MemAvailable): ${(machineMiB.before / 1024).toFixed(1)} GiB before the agents started, peak ${(machineMiB.peak / 1024).toFixed(1)} GiB`);
+    log(
+      latency
+        ? `  event latency, from the agent making an event to the server taking its batch: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms, max ${latency.maxMs} ms, over ${latency.count} events` +
+            (serverEvents.length > 1 ? ` (stored by the servers: ${serverEvents.join(' + ')})` : '')
+        : '  no events stored',
+    );
+    if (serverBatchTimes) log(`  the server's answer to an event batch, from its arrival to the answer after the commit: p50 ${serverBatchTimes.p50Ms.toFixed(0)} ms, p99 ${serverBatchTimes.p99Ms.toFixed(0)} ms, over ${serverBatchTimes.count} batches`);
+    return { devices: results, wallSeconds, ...(serverPeakMiB !== undefined ? { serverPeakMiB } : {}), serverPeaksMiB, serverEvents, machineMiB, ...(latency ? { latency } : {}), ...(serverBatchTimes ? { serverBatchTimes } : {}), serverStarts, ok };
   } finally {
     for (const x of others) await x.stop();
     await server.stop();
