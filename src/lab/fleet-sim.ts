@@ -270,6 +270,8 @@ async function fleetOn(o: FleetOptions, db: string | undefined, serverCount: num
         } catch {
           diskOk = false;
         }
+        // A checked disk is the image again: 500 of them hold gigabytes. One that differs stays.
+        if (diskOk) rmSync(disk, { force: true });
         return { serial, exitCode, seconds, diskOk, ...(eventsFile ? { eventsFile } : {}) };
       }),
     ).finally(() => {

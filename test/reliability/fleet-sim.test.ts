@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runFleet } from '../../src/lab/fleet-sim.ts';
 import { tempDir } from '../helpers.ts';
@@ -20,6 +20,7 @@ test('a fleet of 5 agents enrolls, deploys the image onto each disk file and the
     assert.equal(d.exitCode, 0, `${d.serial}: ${readFileSync(join(work, 'devices', `dev${Number(d.serial.slice(4))}`, 'agent.log'), 'utf8').slice(-2000)}`);
     assert.ok(d.diskOk, `${d.serial}: the disk differs from the image`);
     assert.equal(d.serverState, 'succeeded');
+    assert.ok(!existsSync(join(work, 'devices', `dev${Number(d.serial.slice(4))}`, 'disk.img')), 'a disk that held the image is removed once checked');
   }
   assert.ok(r.serverPeakMiB && r.serverPeakMiB > 10, 'the server peak memory is measured');
   assert.ok(r.machineMiB.peak >= r.machineMiB.before && r.machineMiB.before > 0, `machine memory ${JSON.stringify(r.machineMiB)}`);
