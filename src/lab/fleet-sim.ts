@@ -27,7 +27,7 @@ export interface FleetOptions {
   work: string;
   /** Size of the generated image in MiB (half of it mapped). */
   imageMiB?: number;
-  /** A PostgreSQL URL for the server, or `auto-postgres` (a throwaway PostgreSQL next to the work dir); default SQLite. */
+  /** A PostgreSQL URL for the server, or `auto-postgres` (a throwaway PostgreSQL in the system temp dir, src/lab/postgres.ts); default SQLite. */
   db?: string;
   /** Server processes on the same database (PostgreSQL only, default 1); device i talks to server i mod n. */
   servers?: number;
