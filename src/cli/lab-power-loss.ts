@@ -30,7 +30,7 @@ export function registerLabPowerLoss(lab: Command): void {
     .option('--seed <n>', 'seed of the kill moments and downtimes', '1')
     .option('--work <dir>', 'where the server data and the devices go (emptied first)', '/var/tmp/bootline-server-crash')
     .option('--image-mib <n>', 'size of the generated image, half of it mapped', '8')
-    .option('--db <url>', 'a PostgreSQL URL for the server (default SQLite)')
+    .option('--db <url>', 'a PostgreSQL URL for the server, or auto-postgres for a throwaway PostgreSQL; default SQLite')
     .addHelpText('after', '\nExit status: 0 when every kill fell during the run, every agent exited 0 with its image on disk, the server stored each of its events exactly once and recorded each run as it ended; 1 otherwise.')
     .action(async (opts: { devices: string; kills: string; seed: string; work: string; imageMib: string; db?: string }) => {
       const devices = whole('--devices', opts.devices, 1, 2000);
