@@ -2,8 +2,8 @@
 // reset with QMP system_reset — its RAM, the installer and the agent's state dir with it, are
 // gone — at seeded points of one plan: once during deploy-image, once during one of the two
 // run-once scripts. Each time it network-boots again, asks the server what its interrupted run
-// finished and goes on. One device, one lab, three boots (every TCG boot costs about half a
-// minute): the cuts are points of the same pipeline, and no clean run is needed, because the
+// finished and goes on. One device, one lab, three boots (a TCG boot costs 30–55 s
+// here): the cuts are points of the same pipeline, and no clean run is needed, because the
 // reference is known: the image's mapped ranges, each script ended once, one complete ok run.
 //
 // The scripts write `start <task>` / `end <task>` to a region of the target disk past the
