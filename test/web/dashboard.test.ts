@@ -90,8 +90,13 @@ describe('dashboard in Chromium', () => {
     await a1.startTask(1);
     await a1.progress(25, { rate: 200 * 1024 * 1024 });
     await page.waitForFunction(() => document.querySelector('li.tile .tile-task')?.textContent === 'deploy-image');
+    // The task's name and its progress come in separate events: wait for the second one too.
+    const want1 = Math.round(a1.progressAt(1, 25));
+    await page
+      .waitForFunction((want) => Number(document.querySelector('li.tile [role=progressbar]')?.getAttribute('aria-valuenow')) === want, want1)
+      .catch(async () => assert.fail(`the bar shows ${await progressOf('A-0001')}, expected ${want1}`));
     const p1 = await progressOf('A-0001');
-    assert.equal(p1, Math.round(a1.progressAt(1, 25)));
+    assert.equal(p1, want1);
     await tile('A-0001').locator('.tile-rate', { hasText: '200.0 MiB/s' }).waitFor();
     await a1.progress(75, { rate: 180 * 1024 * 1024 });
     await page.waitForFunction((want) => Number(document.querySelector('li.tile [role=progressbar]')?.getAttribute('aria-valuenow')) === want, Math.round(a1.progressAt(1, 75)));
