@@ -164,15 +164,13 @@ export async function openImage(
 
 /** A multi-block .xz image decompressed in lanes (xz-lanes.ts). */
 function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>, needed?: (start: number, end: number) => boolean): OpenedImage {
-  const lanes = laneCount(xz.layout);
-  const { blocks } = xz.layout;
-  const dec = xzLanes(xz.layout, xz.trailer, input, lanes, needed);
-  const skipped = needed ? blocks.filter((b) => !needed(b.uncompOffset, b.uncompOffset + b.uncompSize)).length : 0;
+  const dec = xzLanes(xz.layout, xz.trailer, input, laneCount(xz.layout), needed);
+  const blocks = xz.layout.blocks.length;
   return {
     compression: 'xz',
     chunks: dec.chunks,
     destroy: () => dec.stop(),
-    decoder: `${lanes} xz processes side by side, ${blocks.length} blocks${skipped ? `, ${skipped} of them only holes: not decompressed` : ''}`,
+    decoder: `${dec.lanes} xz processes side by side, ${blocks} blocks${dec.skipped ? `, ${dec.skipped} of them only holes: not decompressed` : ''}`,
   };
 }
 

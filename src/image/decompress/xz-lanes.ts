@@ -117,7 +117,7 @@ export function xzLanes(
   input: AsyncIterable<Buffer> | string,
   lanes = laneCount(layout),
   needed: (start: number, end: number) => boolean = () => true,
-): { chunks: AsyncGenerator<Buffer>; stop(): void } {
+): { chunks: AsyncGenerator<Buffer>; stop(): void; lanes: number; skipped: number } {
   const { blocks, flags } = layout;
   // Blocks whose bytes nobody reads (holes of the bmap) are not decompressed at all: they read as
   // zeros. The others go round-robin to the lanes; laneOf[k] is undefined for a skipped block.
@@ -241,14 +241,15 @@ export function xzLanes(
     }
   }
 
+  /** The stream header's magic and flags must be those of the footer read before. */
+  const headerMatches = (head: Buffer) => head.subarray(0, 6).equals(XZ_HEADER_MAGIC) && head.subarray(6, 8).equals(flags);
+
   /** A local file's stream header must match the footer read before (the lanes never read it). */
   async function checkHeader(path: string): Promise<void> {
     const fh = await open(path, 'r');
     try {
       const { buffer } = await fh.read(Buffer.alloc(12), 0, 12, 0);
-      if (!buffer.subarray(0, 6).equals(XZ_HEADER_MAGIC) || !buffer.subarray(6, 8).equals(flags)) {
-        throw new Error('the xz stream header does not match its footer: the image file is corrupt');
-      }
+      if (!headerMatches(buffer)) throw new Error('the xz stream header does not match its footer: the image file is corrupt');
     } catch (e) {
       fail(e as Error);
     } finally {
@@ -272,7 +273,7 @@ export function xzLanes(
             c.copy(head, pos, off, off + n);
             pos += n;
             off += n;
-            if (pos === 12 && (!head.subarray(0, 6).equals(XZ_HEADER_MAGIC) || !head.subarray(6, 8).equals(flags))) {
+            if (pos === 12 && !headerMatches(head)) {
               throw new Error('the xz stream header does not match its footer: the image file is corrupt or changed while it was read');
             }
             continue;
@@ -346,5 +347,5 @@ export function xzLanes(
       if (!ok) stop();
     }
   }
-  return { chunks: chunks(), stop };
+  return { chunks: chunks(), stop, lanes, skipped: blocks.length - used };
 }
