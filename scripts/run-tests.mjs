@@ -8,7 +8,7 @@
 //   node scripts/run-tests.mjs [substring ...]   only the files whose path contains one of them
 //   BOOTLINE_TEST_LANES=1                          one lane, everything in order
 import { lstatSync, readdirSync, mkdtempSync, readFileSync, rmSync, openSync, closeSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 
@@ -25,11 +25,30 @@ const files = find('test').filter((f) => filter.length === 0 || filter.some((s) 
 const isLab = (f) => f.startsWith(join('test', 'lab') + '/');
 const lanes = process.env.BOOTLINE_TEST_LANES === '1' ? [files] : [files.filter(isLab), files.filter((f) => !isLab(f))].filter((l) => l.length > 0);
 
-/** Runs one lane; its output goes to the terminal, or to a file when `logFile` is given. */
-function run(lane, logFile) {
+const laneSeconds = [];
+
+/** The lanes' times and their slowest files, so whoever adds a slow test sees what it costs. */
+function slowest(timesFiles, seconds) {
+  const rows = timesFiles.flatMap((f, lane) => {
+    let text = '';
+    try { text = readFileSync(f, 'utf8'); } catch { /* the lane died before its reporter wrote */ }
+    return text.split('\n').filter(Boolean).map((line) => {
+      const [s, file] = line.split('\t');
+      return { lane, seconds: Number(s), file: relative(process.cwd(), file) };
+    });
+  });
+  rows.sort((a, b) => b.seconds - a.seconds);
+  const laneLine = seconds.map((s, i) => `lane ${i + 1}: ${s.toFixed(0)} s`).join(', ');
+  return `\ntest wall time: ${laneLine}; slowest files:\n` + rows.slice(0, 12).map((r) => `  ${r.seconds.toFixed(1).padStart(7)} s  lane ${r.lane + 1}  ${r.file}\n`).join('');
+}
+
+/** Runs one lane; its output goes to the terminal, or to a file when `logFile` is given. Each
+ * file's wall time goes to `timesFile`. */
+function run(lane, logFile, timesFile) {
   const fd = logFile ? openSync(logFile, 'w') : undefined;
   const stdio = fd === undefined ? 'inherit' : ['ignore', fd, fd];
-  const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...lane], { stdio });
+  const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${timesReporter}`, `--test-reporter-destination=${timesFile}`];
+  const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...reporters, ...lane], { stdio });
   return new Promise((resolve) => {
     child.on('exit', (code, signal) => {
       if (fd !== undefined) closeSync(fd);
@@ -38,11 +57,15 @@ function run(lane, logFile) {
   });
 }
 
+const timesReporter = new URL('./file-times-reporter.mjs', import.meta.url).href;
 const dir = mkdtempSync(join(tmpdir(), 'bootline-tests-'));
 const logs = lanes.map((_, i) => (i === 0 ? undefined : join(dir, `lane-${i}.log`)));
+const times = lanes.map((_, i) => join(dir, `times-${i}.tsv`));
+const started = performance.now();
 if (lanes.length > 1) process.stdout.write(`running ${lanes[0].length} lab test files and, alongside, ${lanes[1].length} others (their output follows the lab's)\n`);
-const codes = await Promise.all(lanes.map((lane, i) => run(lane, logs[i])));
+const codes = await Promise.all(lanes.map((lane, i) => run(lane, logs[i], times[i]).then((code) => ((laneSeconds[i] = (performance.now() - started) / 1000), code))));
 for (const log of logs.slice(1)) process.stdout.write(readFileSync(log, 'utf8'));
+process.stdout.write(slowest(times, laneSeconds));
 rmSync(dir, { recursive: true, force: true });
 const failed = codes.filter((c) => c !== 0).length;
 if (lanes.length > 1) process.stdout.write(failed ? `\n${failed} of ${lanes.length} test lanes failed (see the "✖" lines above)\n` : `\nall ${lanes.length} test lanes passed\n`);

@@ -2,10 +2,11 @@
 // fsync of the directory) so that after a crash or power loss the agent knows which
 // tasks finished and re-runs only the interrupted one.
 import { open, rename, readFile, mkdir, unlink } from 'node:fs/promises';
-import { closeSync, fchmodSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Task } from '../config/schema.ts';
+import { clearWitness, hasWitness } from './exit-witness.ts';
 
 export interface JournalEntry {
   status: 'ok' | 'failed' | 'skipped' | 'running';
@@ -15,6 +16,8 @@ export interface JournalEntry {
   startedAt?: string;
   endedAt?: string;
   durationMs?: number;
+  /** Set when the journal had the task running and its exit witness showed it had ended ok. */
+  witnessed?: boolean;
 }
 
 export interface JournalData {
@@ -41,8 +44,12 @@ export class Journal {
     this.data = data;
   }
 
-  /** Opens the journal in `stateDir`, or starts a new one when `fresh` or when none is readable. */
-  static async open(stateDir: string, runId: string, fresh: boolean, warn: (m: string) => void): Promise<{ journal: Journal; previous?: JournalData }> {
+  /**
+   * Opens the journal in `stateDir`, or starts a new one when `fresh` or when none is readable.
+   * `witnessed` names the tasks it had as running that had in fact ended ok (exit-witness.ts):
+   * they are recorded as ok, so the run skips them.
+   */
+  static async open(stateDir: string, runId: string, fresh: boolean, warn: (m: string) => void): Promise<{ journal: Journal; previous?: JournalData; witnessed: string[] }> {
     const path = join(stateDir, JOURNAL_FILE);
     await mkdir(stateDir, { recursive: true });
     let previous: JournalData | undefined;
@@ -57,9 +64,12 @@ export class Journal {
       }
     }
     const data: JournalData = { version: 1, runId, startedAt: new Date().toISOString(), tasks: previous ? structuredClone(previous.tasks) : {} };
+    const witnessed = witnessedRunning(stateDir, data.tasks);
+    for (const name of witnessed) data.tasks[name] = { ...data.tasks[name]!, status: 'ok', witnessed: true };
     const journal = new Journal(path, data);
     await journal.save();
-    return previous ? { journal, previous } : { journal };
+    for (const name of witnessed) clearWitness(stateDir, data.tasks[name]!.definition);
+    return { journal, ...(previous ? { previous } : {}), witnessed };
   }
 
   /** True when the journal says this exact task already finished successfully. */
@@ -87,6 +97,27 @@ export class Journal {
     // each hop through the thread pool widens that window on a busy device (seen: ~100 ms
     // with a load of 9 on 2 cores). The journal is a few KiB.
     writeAtomicSync(this.path, JSON.stringify(this.data, null, 2) + '\n');
+  }
+}
+
+/** The tasks `tasks` has as running whose exit witness in `stateDir` says they ended ok. */
+function witnessedRunning(stateDir: string, tasks: Record<string, JournalEntry>): string[] {
+  return Object.entries(tasks)
+    .filter(([, e]) => e.status === 'running' && hasWitness(stateDir, e.definition))
+    .map(([name]) => name);
+}
+
+/** The tasks a restarted agent would skip, read from a state dir: journalled ok, or witnessed. */
+export function finishedTasks(stateDir: string): string[] {
+  try {
+    const j = JSON.parse(readFileSync(join(stateDir, JOURNAL_FILE), 'utf8')) as Partial<JournalData>;
+    const tasks = j.tasks && typeof j.tasks === 'object' ? j.tasks : {};
+    const ok = Object.entries(tasks)
+      .filter(([, e]) => e.status === 'ok')
+      .map(([name]) => name);
+    return [...ok, ...witnessedRunning(stateDir, tasks)];
+  } catch {
+    return [];
   }
 }
 

@@ -8,7 +8,8 @@ import { join, isAbsolute, resolve } from 'node:path';
 import type { Config, Task } from '../config/schema.ts';
 import type { LogEvent, RunReport, RunStatus, TaskReport, TaskStatus } from '../events.ts';
 import { Emitter, type Sink } from './emitter.ts';
-import { Journal, writeAtomic } from './journal.ts';
+import { Journal, taskDefinitionHash, writeAtomic } from './journal.ts';
+import { canWitness, clearWitness, notRunnable, shellSignal, witnessed, witnessPath } from './exit-witness.ts';
 import { ProgressTracker } from './progress.ts';
 import { ProgressFifo } from './progress-fifo.ts';
 import { runProcess, describeResult } from './process.ts';
@@ -70,7 +71,7 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     emitter.emit<LogEvent>({ type: 'log', progress: tracker.current, stream: extra.stream ?? 'agent', level, message, ...taskFields(extra) });
   };
 
-  const { journal, previous } = await Journal.open(o.stateDir, runId, o.fresh, (m) => log('warn', m));
+  const { journal, previous, witnessed: witnessedTasks } = await Journal.open(o.stateDir, runId, o.fresh, (m) => log('warn', m));
   const resumed = tasks.filter((t) => t.rerun !== 'always' && journal.finished(t)).map((t) => t.name);
 
   const shares = tracker.shares();
@@ -87,6 +88,7 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     ...boot,
     ...(installer ? { installer } : {}),
   });
+  for (const name of witnessedTasks) log('info', `${name} had ended (exit status 0) just before the agent stopped, before the journal recorded it: not run again`, { task: name });
   if (previous && resumed.length > 0) log('info', `resuming run ${previous.runId}: ${resumed.join(', ')} finished before and will be skipped (--fresh runs everything)`);
 
   if (unattended && config.abort.enable && !o.interaction.canAsk) {
@@ -134,6 +136,7 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     // The journal first: between the task's end and this record, a power cut makes the task
     // run again (at-least-once), so this window is kept as short as it can be.
     await journal.record(task, { status: outcome.status, attempts: outcome.attempts, endedAt: new Date().toISOString(), durationMs: outcome.durationMs });
+    if (task.kind !== 'builtin') clearWitness(o.stateDir, taskDefinitionHash(task));
     const progress = outcome.status === 'failed' && !task.optional ? tracker.current : tracker.finish(index);
     emitter.emit({
       type: 'task-end',
@@ -326,9 +329,18 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     // Isar runs ./script from the workdir; an absolute script path is run as is.
     const workdir = resolve(task.workdir);
     const file = isAbsolute(task.script!) || task.script!.includes('/') ? resolve(workdir, task.script!) : `./${task.script}`;
+    // Through the exit witness (exit-witness.ts), so that a restart after a crash just past the
+    // script's exit does not run it again. The shell would hide why a script cannot start.
+    const definition = taskDefinitionHash(task);
+    clearWitness(o.stateDir, definition);
+    const unrunnable = canWitness() ? notRunnable(resolve(workdir, file)) : undefined;
+    if (unrunnable) {
+      await fifo?.close();
+      return { status: 'failed', exitCode: null, message: `${task.script} ${describeResult({ exitCode: null, signal: null, timedOut: false, aborted: false, spawnError: unrunnable })}` };
+    }
+    const command = canWitness() ? witnessed(file, task.args, witnessPath(o.stateDir, definition)) : { file, args: task.args };
     const r = await runProcess({
-      file,
-      args: task.args,
+      ...command,
       cwd: workdir,
       env: { ...process.env, ...task.env, ...envFor(fifo ? { BOOTLINE_PROGRESS: fifoPath } : {}) },
       ...(task.timeout ? { timeoutMs: task.timeout * 1000 } : {}),
@@ -338,7 +350,9 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     });
     await fifo?.close();
     const ok = !r.spawnError && !r.timedOut && !r.aborted && r.exitCode === 0;
-    return ok ? { status: 'ok', exitCode: 0 } : { status: 'failed', exitCode: r.exitCode, message: `${task.script} ${describeResult(r, task.timeout)}` };
+    if (ok) return { status: 'ok', exitCode: 0 };
+    const killedBy = canWitness() && !r.signal ? shellSignal(r.exitCode) : undefined;
+    return { status: 'failed', exitCode: r.exitCode, message: `${task.script} ${describeResult(r, task.timeout)}${killedBy ? ` (killed by ${killedBy})` : ''}` };
   }
 }
 

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, write
 import { join } from 'node:path';
 import { execFile as execFileCb } from 'node:child_process';
 import { promisify } from 'node:util';
+import { finishedTasks } from '../agent/journal.ts';
 import { seededRandom } from './fault-proxy.ts';
 import { makeImage, sha256File, writeFakeSysfs } from './fleet-sim.ts';
 import { startLineServer, type LineServer } from './line-server.ts';
@@ -109,16 +110,8 @@ export function cutMoments(seed: number, cleanMs: number, twiceShare: number): n
   return Array.from({ length: n }, () => Math.round((0.01 + 0.98 * random()) * cleanMs));
 }
 
-function journalOk(state: string): string[] {
-  try {
-    const j = JSON.parse(readFileSync(join(state, 'journal.json'), 'utf8')) as { tasks: Record<string, { status: string }> };
-    return Object.entries(j.tasks)
-      .filter(([, e]) => e.status === 'ok')
-      .map(([name]) => name);
-  } catch {
-    return [];
-  }
-}
+/** What a restarted agent would skip: journalled ok, or ended ok as its exit witness shows. */
+const journalOk = finishedTasks;
 
 function marks(file: string): string[] {
   return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { Value } from '@sinclair/typebox/value';
@@ -151,15 +151,16 @@ test('SIGTERM stops the current task and its children, exits 3, and a re-run res
 test('after a power loss (agent killed with SIGKILL) the re-run skips finished tasks and re-runs the interrupted one', async () => {
   const dir = tempDir();
   script(dir, 'a.sh', `echo a >> "${dir}/trace"`);
-  script(dir, 'b.sh', `echo $$ > "${dir}/b.pid"; echo b >> "${dir}/trace"; [ -e "${dir}/fast" ] || sleep 300`);
+  script(dir, 'b.sh', `ps -o pgid= -p $$ > "${dir}/b.pgid"; echo b >> "${dir}/trace"; [ -e "${dir}/fast" ] || sleep 300`);
   writeFileSync(join(dir, 'c.yaml'), `unattended: true\nreporters: [{ type: console, mode: plain }]\ntasks:\n  - { name: a, script: a.sh, workdir: ${dir} }\n  - { name: b, script: b.sh, workdir: ${dir} }\n`);
   const c = spawn(process.execPath, [BUNDLE, ...isolated(dir, '--config', join(dir, 'c.yaml'))], { stdio: 'ignore' });
   for (let i = 0; i < 200 && !(existsSync(join(dir, 'trace')) && readFileSync(join(dir, 'trace'), 'utf8').includes('b')); i++) await new Promise((r) => setTimeout(r, 50));
   c.kill('SIGKILL');
   await new Promise((r) => c.on('exit', r));
   // The agent died without cleaning up, as in a power loss: end the orphaned script's
-  // whole process group (it leads its own group), its sleep included.
-  process.kill(-Number(readFileSync(join(dir, 'b.pid'), 'utf8')), 'SIGKILL');
+  // whole process group (its own, led by the exit witness's shell), its sleep included.
+  for (let i = 0; i < 100 && !readFileSync(join(dir, 'b.pgid'), 'utf8').trim(); i++) await new Promise((r) => setTimeout(r, 20));
+  process.kill(-Number(readFileSync(join(dir, 'b.pgid'), 'utf8')), 'SIGKILL');
   const journal = JSON.parse(readFileSync(join(dir, 'state', 'journal.json'), 'utf8'));
   assert.equal(journal.tasks.a.status, 'ok');
   assert.equal(journal.tasks.b.status, 'running');
@@ -167,6 +168,60 @@ test('after a power loss (agent killed with SIGKILL) the re-run skips finished t
   const r = bootline(isolated(dir, '--config', join(dir, 'c.yaml')));
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(readFileSync(join(dir, 'trace'), 'utf8').trim().split('\n'), ['a', 'b', 'b']);
+});
+
+test('an agent killed after a script exited 0 but before the journal recorded it does not run the script again (exit witness)', async () => {
+  const dir = tempDir();
+  // The script stops the agent (its grandparent: the witness's shell is its parent) and exits
+  // 0: the agent is frozen in the window between the exit and the journal's record, and is
+  // then killed there, as a power cut would. The journal still says "running".
+  script(dir, 'once.sh', `echo once >> "${dir}/trace"; kill -STOP $(ps -o ppid= -p $PPID); exit 0`);
+  script(dir, 'next.sh', `echo next >> "${dir}/trace"`);
+  writeFileSync(join(dir, 'c.yaml'), `unattended: true\nreporters: [{ type: console, mode: plain }]\ntasks:\n  - { name: once, script: once.sh, workdir: ${dir} }\n  - { name: next, script: next.sh, workdir: ${dir} }\n`);
+  const state = join(dir, 'state');
+  const c = spawn(process.execPath, [BUNDLE, ...isolated(dir, '--config', join(dir, 'c.yaml'))], { stdio: 'ignore' });
+  const exited = new Promise((r) => c.on('exit', r));
+  const witness = () => readdirSync(state).filter((f) => f.startsWith('exited-ok-'));
+  for (let i = 0; i < 400 && !(existsSync(state) && witness().length > 0); i++) await new Promise((r) => setTimeout(r, 25));
+  c.kill('SIGKILL');
+  await exited;
+  assert.equal(witness().length, 1, 'the witness is there once the script exited 0');
+  assert.equal(JSON.parse(readFileSync(join(state, 'journal.json'), 'utf8')).tasks.once.status, 'running', 'killed before the journal recorded the end');
+
+  const r = bootline(isolated(dir, '--config', join(dir, 'c.yaml'), '--events', join(dir, 'ev')));
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(readFileSync(join(dir, 'trace'), 'utf8').trim().split('\n'), ['once', 'next'], 'once ran once');
+  assert.match(r.stdout + r.stderr, /once had ended \(exit status 0\) just before the agent stopped, before the journal recorded it: not run again/);
+  const start = JSON.parse(readFileSync(join(dir, 'ev'), 'utf8').split('\n')[0]!);
+  assert.deepEqual(start.resumed, ['once']);
+  const journal = JSON.parse(readFileSync(join(state, 'journal.json'), 'utf8'));
+  assert.equal(journal.tasks.once.status, 'ok');
+  assert.equal(journal.tasks.once.witnessed, true);
+  assert.deepEqual(witness(), [], 'witnesses are removed once the journal holds the outcome');
+});
+
+test('without the witness (the script had not ended), the interrupted script runs again; a script killed by a signal is named so', async () => {
+  const dir = tempDir();
+  script(dir, 'once.sh', `echo once >> "${dir}/trace"; [ -e "${dir}/second" ] && exit 0; kill -STOP $(ps -o ppid= -p $PPID); exit 5`);
+  script(dir, 'dies.sh', 'kill -SEGV $$');
+  writeFileSync(join(dir, 'c.yaml'), `unattended: true\nreporters: [{ type: console, mode: plain }]\ntasks:\n  - { name: once, script: once.sh, workdir: ${dir} }\n`);
+  writeFileSync(join(dir, 'd.yaml'), `unattended: true\nreporters: [{ type: console, mode: plain }]\ntasks:\n  - { name: dies, script: dies.sh, workdir: ${dir} }\n`);
+  const state = join(dir, 'state');
+  const c = spawn(process.execPath, [BUNDLE, ...isolated(dir, '--config', join(dir, 'c.yaml'))], { stdio: 'ignore' });
+  const exited = new Promise((r) => c.on('exit', r));
+  for (let i = 0; i < 400 && !existsSync(join(dir, 'trace')); i++) await new Promise((r) => setTimeout(r, 25));
+  await new Promise((r) => setTimeout(r, 300)); // the script's exit 5 and the shell's end
+  c.kill('SIGKILL');
+  await exited;
+  assert.deepEqual(readdirSync(state).filter((f) => f.startsWith('exited-ok-')), [], 'no witness for a non-zero exit');
+  writeFileSync(join(dir, 'second'), '');
+  const r = bootline(isolated(dir, '--config', join(dir, 'c.yaml')));
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(readFileSync(join(dir, 'trace'), 'utf8').trim().split('\n'), ['once', 'once']);
+
+  const d = bootline(isolated(dir, '--config', join(dir, 'd.yaml'), '--fresh'));
+  assert.equal(d.status, 1);
+  assert.match(d.stdout + d.stderr, /dies\.sh exit status 139 \(killed by SIGSEGV\)/);
 });
 
 test('onSuccess runs its action after the delay; a failed run takes onFailure', () => {
