@@ -2,6 +2,8 @@
 // file, so run-tests.mjs can name the slowest files (the suite must stay under 20 minutes).
 // Files run one at a time in a lane, so a file's time runs from the previous file's last event
 // to its own last one: that includes its start-up and its hooks, which test durations do not.
+import { performance } from 'node:perf_hooks';
+
 export default async function* fileTimes(source) {
   let current;
   let last = performance.now();

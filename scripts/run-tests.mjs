@@ -9,6 +9,7 @@
 //   BOOTLINE_TEST_LANES=1                          one lane, everything in order
 import { lstatSync, readdirSync, mkdtempSync, readFileSync, rmSync, openSync, closeSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 
