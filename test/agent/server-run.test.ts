@@ -215,7 +215,7 @@ test('after a power loss, a restart with an empty state dir skips what the serve
   const trace = join(dir, 'trace');
   script(dir, 'a.sh', `echo a >> "${trace}"`);
   script(dir, 'stamp.sh', `echo stamp >> "${trace}"`);
-  script(dir, 'b.sh', `echo $$ > "${dir}/b.pid"; echo b >> "${trace}"; [ -e "${dir}/fast" ] || sleep 300`);
+  script(dir, 'b.sh', `ps -o pgid= -p $$ > "${dir}/b.tmp" && mv "${dir}/b.tmp" "${dir}/b.pgid"; echo b >> "${trace}"; [ -e "${dir}/fast" ] || sleep 300`);
   script(dir, 'c.sh', `echo c >> "${trace}"`);
   await line.defaultPlan({
     unattended: true,
@@ -237,11 +237,11 @@ test('after a power loss, a restart with an empty state dir skips what the serve
     const events = await runEvents(line, run.id);
     return events.some((e) => e.type === 'task-start' && e.body.task === 'b') ? run.id : undefined;
   });
-  await waitFor('b to be running', () => (readFileSync(trace, 'utf8').includes('b') && existsSync(join(dir, 'b.pid')) ? true : undefined));
+  await waitFor('b to be running', () => (readFileSync(trace, 'utf8').includes('b') && existsSync(join(dir, 'b.pgid')) ? true : undefined));
   first.child.kill('SIGKILL');
   await first.done;
-  // The power went: the orphaned script (leader of its own process group) goes too.
-  process.kill(-Number(readFileSync(join(dir, 'b.pid'), 'utf8')), 'SIGKILL');
+  // The power went: the orphaned script's process group (led by its exit witness's shell) goes too.
+  process.kill(-Number(readFileSync(join(dir, 'b.pgid'), 'utf8')), 'SIGKILL');
   assert.equal((await runsOf(line, deviceId))[0]!.status, 'running');
 
   writeFileSync(join(dir, 'fast'), '');
@@ -263,7 +263,7 @@ test('--fresh ignores what the server saw finish', async () => {
   const { token } = await line.token();
   const trace = join(dir, 'trace');
   script(dir, 'a.sh', `echo a >> "${trace}"`);
-  script(dir, 'b.sh', `echo $$ > "${dir}/b.pid"; echo b >> "${trace}"; [ -e "${dir}/fast" ] || sleep 300`);
+  script(dir, 'b.sh', `ps -o pgid= -p $$ > "${dir}/b.tmp" && mv "${dir}/b.tmp" "${dir}/b.pgid"; echo b >> "${trace}"; [ -e "${dir}/fast" ] || sleep 300`);
   await line.defaultPlan({ unattended: true, reporters: [{ type: 'console', mode: 'plain' }], tasks: [{ name: 'a', script: 'a.sh', workdir: dir }, { name: 'b', script: 'b.sh', workdir: dir }] });
   const first = startAgent(dir, cmdlineFor(line, token), join(dir, 'state-1'));
   const deviceId = await waitFor('device.json', () => (existsSync(join(dir, 'state-1', 'device.json')) ? JSON.parse(readFileSync(join(dir, 'state-1', 'device.json'), 'utf8')).deviceId as string : undefined));
@@ -271,10 +271,10 @@ test('--fresh ignores what the server saw finish', async () => {
     const [run] = await runsOf(line, deviceId);
     return run && (await runEvents(line, run.id)).some((e) => e.type === 'task-start' && e.body.task === 'b') ? true : undefined;
   });
-  await waitFor('b to be running', () => (readFileSync(trace, 'utf8').includes('b') && existsSync(join(dir, 'b.pid')) ? true : undefined));
+  await waitFor('b to be running', () => (readFileSync(trace, 'utf8').includes('b') && existsSync(join(dir, 'b.pgid')) ? true : undefined));
   first.child.kill('SIGKILL');
   await first.done;
-  process.kill(-Number(readFileSync(join(dir, 'b.pid'), 'utf8')), 'SIGKILL');
+  process.kill(-Number(readFileSync(join(dir, 'b.pgid'), 'utf8')), 'SIGKILL');
   writeFileSync(join(dir, 'fast'), '');
   const second = await runAgentOn(dir, cmdlineFor(line, token), join(dir, 'state-2'), ['--fresh']);
   assert.equal(second.status, 0, second.stderr);
