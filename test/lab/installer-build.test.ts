@@ -42,11 +42,17 @@ function build(out: string, extra: Partial<Parameters<typeof buildInstaller>[0]>
   }).then((m) => ({ manifest: m, lines, seconds: (Date.now() - started) / 1000 }));
 }
 
+/** The offline case: a target image with its bmap and an auto.install that deploys it, on a USB image. */
+const withUsb = (usb: string) => ({ usb, usbImages: [join(dir, 'disk.img')], usbAutoInstall: join(dir, 'auto.install'), cmdline: USB_CMDLINE });
+
 before(async () => {
   assert.ok(existsSync(AGENT), `${AGENT} is missing: run "npm run build" first`);
-  const b = await build(join(dir, 'a'));
+  writeFileSync(join(dir, 'disk.img'), randomBytes(4 << 20));
+  execFileSync('bmaptool', ['create', '-o', join(dir, 'disk.bmap'), join(dir, 'disk.img')], { stdio: 'ignore' });
+  writeFileSync(join(dir, 'auto.install'), 'disk.img\n/dev/vda\nOVERWRITE\n');
+  const b = await build(join(dir, 'a'), withUsb(join(dir, 'usb.img')));
   first = b.manifest;
-  note(`build: ${b.seconds.toFixed(1)} s, initrd.img ${(first.files['initrd.img'].bytes / 1e6).toFixed(1)} MB at zstd -3`);
+  note(`build with a USB image: ${b.seconds.toFixed(1)} s, initrd.img ${(first.files['initrd.img'].bytes / 1e6).toFixed(1)} MB at zstd -3`);
 });
 
 after(() => {
@@ -57,14 +63,12 @@ after(() => {
 });
 
 test('a second build gives the same bytes, and so does its USB image; a build with the same inputs is skipped as up to date', async () => {
-  // The offline case: a target image with its bmap and an auto.install that deploys it.
-  writeFileSync(join(dir, 'disk.img'), randomBytes(4 << 20));
-  execFileSync('bmaptool', ['create', '-o', join(dir, 'disk.bmap'), join(dir, 'disk.img')], { stdio: 'ignore' });
-  writeFileSync(join(dir, 'auto.install'), 'disk.img\n/dev/vda\nOVERWRITE\n');
   const usb = join(dir, 'usb.img');
-  const b = await build(join(dir, 'b'), { usb, usbImages: [join(dir, 'disk.img')], usbAutoInstall: join(dir, 'auto.install'), cmdline: USB_CMDLINE });
+  const usb2 = join(dir, 'usb2.img');
+  const b = await build(join(dir, 'b'), withUsb(usb2));
   assert.deepEqual(b.manifest.files, first.files, 'vmlinuz and initrd.img: same sha256');
   assert.equal(readFileSync(join(dir, 'b', 'initrd.img')).equals(readFileSync(join(dir, 'a', 'initrd.img'))), true);
+  assert.ok(readFileSync(usb2).equals(readFileSync(usb)), 'the USB image too: same bytes');
   assert.ok(b.lines.every((l) => /^(build-installer: | {2})/.test(l)), 'progress lines');
 
   // The USB image: GPT with the ESP (systemd-boot, kernel, initramfs) and the BOOTLINE data partition.
@@ -84,11 +88,7 @@ test('a second build gives the same bytes, and so does its USB image; a build wi
   for (const f of ['disk.img', 'disk.bmap', 'auto.install']) assert.match(listing, new RegExp(` ${f.replace('.', '\\.')}\\s*$`, 'm'));
   assert.equal(execFileSync('e2label', [part], { encoding: 'utf8' }).trim(), 'BOOTLINE');
 
-  const usb2 = join(dir, 'usb2.img');
-  await build(join(dir, 'c'), { usb: usb2, usbImages: [join(dir, 'disk.img')], usbAutoInstall: join(dir, 'auto.install'), cmdline: USB_CMDLINE });
-  assert.ok(readFileSync(usb2).equals(readFileSync(usb)), 'the USB image too: same bytes');
-
-  const c = await build(join(dir, 'a'), { force: false });
+  const c = await build(join(dir, 'a'), { ...withUsb(usb), force: false });
   assert.ok(c.lines.some((l) => /is up to date/.test(l)), c.lines.join('\n'));
   note(`cached build (up to date): ${c.seconds.toFixed(1)} s; rebuild with --force and a USB image: ${b.seconds.toFixed(1)} s`);
 });
@@ -210,7 +210,7 @@ test('the installer boots under QEMU: DHCP, config over HTTP, sfdisk on the virt
 
 test('the USB image boots under UEFI (OVMF) offline: systemd-boot, /install from BOOTLINE, auto.install deploys the image', async () => {
   const usb = join(dir, 'usb.img');
-  assert.ok(existsSync(usb), 'built by the first test');
+  assert.ok(existsSync(usb), 'built before the tests');
   const vars = join(dir, 'OVMF_VARS.fd');
   copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd', vars);
   const disk = join(dir, 'usb-target.img');
