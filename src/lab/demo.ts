@@ -30,6 +30,8 @@ export interface DemoOptions {
   log?: (line: string) => void;
   /** The server URL the devices are given (default the server's own): a test puts a faulty network in between. */
   devicesReach?: (serverUrl: string) => Promise<string>;
+  /** Bytes of real files in the sample target's root (default the sample target's 96 MiB); a test takes less to spend less TCG time deploying. */
+  sampleRootFilesBytes?: number;
   /** Called after the devices are done, before the lab and server stop (tests look at both here). */
   inspect?: (ctx: { server: LineServer; lab: Lab; outcomes: DeviceOutcome[]; sample: SampleTarget }) => Promise<void>;
 }
@@ -123,7 +125,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   for (const f of ['vmlinuz', 'initrd.img']) copyFileSync(join(installerDir, f), join(data, 'installer', f));
   log(`   initrd.img ${formatBytes(installer.files['initrd.img'].bytes)}, kernel ${installer.kernel.release}`);
   log('== the product image (a bootable UEFI disk, cached)');
-  const sample = await buildSampleTarget({ out: join(work, 'sample'), cache, log: (l) => log(`   ${l}`) });
+  const sample = await buildSampleTarget({ out: join(work, 'sample'), cache, log: (l) => log(`   ${l}`), ...(o.sampleRootFilesBytes !== undefined ? { rootFilesBytes: o.sampleRootFilesBytes } : {}) });
   await execFile(process.execPath, [o.cli, 'image', 'add', sample.zst, '--data', data, '--name', 'sample', '--image-version', sample.release]);
   log(`   registered as image "sample" (${formatBytes(sample.mappedBytes)} mapped of ${formatBytes(sample.bytes)})`);
 
