@@ -4,11 +4,7 @@
 // a tool's other dependencies (debconf, adduser, udev...) belong to an installed system,
 // not to an initramfs. Whatever a binary really needs is checked afterwards from its ELF
 // headers (libraries.ts), so a library this rule misses fails the build by name.
-import { execFile as execFileCb } from 'node:child_process';
-import { promisify } from 'node:util';
-import { DebianPackageError } from '../debian-packages.ts';
-
-const execFile = promisify(execFileCb);
+import { aptCache, DebianPackageError } from '../debian-packages.ts';
 
 /** The tools, with the reason each is here. */
 export const INSTALLER_PACKAGES: Record<string, string> = {
@@ -119,11 +115,7 @@ export async function libraryClosure(roots: readonly string[], depends: (names: 
 /** `apt-cache depends` for a batch of packages; an unknown name is an error that says what to do. */
 export async function aptDepends(names: string[]): Promise<Map<string, string[]>> {
   try {
-    const { stdout } = await execFile(
-      'apt-cache',
-      ['depends', '--no-recommends', '--no-suggests', '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', ...names],
-      { encoding: 'utf8', maxBuffer: 16 << 20 },
-    );
+    const stdout = await aptCache(['depends', '--no-recommends', '--no-suggests', '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', ...names]);
     return parseAptDepends(stdout);
   } catch (e) {
     const err = e as { stderr?: string; message: string };
