@@ -347,6 +347,13 @@ describe('http downloads into reused buffers', () => {
     }
   });
 
+  test('a header with a line break in it is refused before anything is sent', { timeout: 10_000 }, async () => {
+    const requests = seen.length;
+    const src = source(`${base}/data.img`, { ...FAST, headers: { 'X-Line': 'line-7\r\nx-injected: 1' } });
+    await assert.rejects(src.openPooled(0), (e: Error) => e instanceof PermanentError && /the header "x-line" contains a line break/.test(e.message));
+    assert.equal(seen.length, requests);
+  });
+
   test('a body shorter than its Content-Length is resumed from where it ended', { timeout: 10_000 }, async () => {
     let n = 0;
     const { url, server: raw } = await rawServer((req, sock) => {

@@ -93,6 +93,10 @@ export function http1Get(
   if (url.protocol !== 'http:') throw new Error(`not a plain http URL: ${url.protocol}`);
   const { signal, stallMs, display } = opts;
   signal.throwIfAborted();
+  for (const [k, v] of Object.entries(headers)) {
+    // node's client refuses these too: a line break would end the header early (header injection).
+    if (/[\r\n\0]/.test(k + v)) throw new PermanentError(`${display}: the header ${JSON.stringify(printable(k))} contains a line break; remove it from the headers given`);
+  }
   const readBuf = Buffer.allocUnsafe(READ_BUFFER);
   let headBuf: Buffer | undefined = Buffer.allocUnsafe(MAX_HEAD);
   let headLen = 0;
