@@ -124,6 +124,7 @@ describe('http downloads into reused buffers', () => {
   const seen: { path: string; headers: IncomingHttpHeaders }[] = [];
   const files = new Map<string, Buffer>();
   const changing = { bump: false, version: 1 };
+  const hop = { to: '/data.img' };
   let base = '';
   const server = http.createServer((req, res) => {
     const path = req.url ?? '/';
@@ -144,6 +145,8 @@ describe('http downloads into reused buffers', () => {
         res.write(DATA.subarray(0, MiB));
         res.end(DATA.subarray(MiB));
         return;
+      case '/hop.img':
+        return void res.writeHead(302, { location: hop.to }).end();
       case '/moved.img':
         return void res.writeHead(302, { location: '/data.img' }).end();
       case '/away.img':
@@ -295,6 +298,18 @@ describe('http downloads into reused buffers', () => {
       assert.equal(fastPathStats.bodies - before, 1, `${path}: the resumed request went to the target on the fast path`);
       src.close();
     }
+  });
+
+  test('a redirect target that went away: the URL given is asked again, as the stream path does', { timeout: 10_000 }, async () => {
+    const gone = http.createServer((req, res) => serve(req, res, DATA, `"${sha256(DATA).slice(0, 8)}"`));
+    const goneBase = `http://127.0.0.1:${await listen(gone)}`;
+    hop.to = `${goneBase}/data.img`;
+    const src = source(`${base}/hop.img`, { ...FAST, retries: 1 });
+    await src.size();
+    await close(gone);
+    hop.to = '/data.img';
+    assert.equal(sha256(await collect(await src.openPooled(0))), sha256(DATA));
+    src.close();
   });
 
   test('a missing image fails with the status and URL, as before', { timeout: 10_000 }, async () => {

@@ -406,6 +406,11 @@ export class HttpSource implements Source {
     return this.current;
   }
 
+  /** @internal True when `target` is where a redirect led, not the URL given. */
+  get redirected(): boolean {
+    return this.current !== this.original;
+  }
+
   /** @internal The headers for a request to `url` (credentials only to the image's own origin). */
   headersFor(method: 'GET' | 'HEAD', url: URL, extra: Record<string, string>): Record<string, string> {
     const sameOrigin = url.origin === this.origin;

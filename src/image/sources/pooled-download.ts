@@ -148,9 +148,12 @@ export class PooledDownload {
         stallMs: this.stallMs,
         display: this.source.display,
       }).catch((e: NodeJS.ErrnoException) => {
-        throw describeNetworkError(e, this.source.display);
+        const err = describeNetworkError(e, this.source.display);
+        // A redirect target that cannot be reached: node's client tries it, then the URL given (as `open` does).
+        if (this.source.redirected && !(err instanceof PermanentError) && !this.ac.signal.aborted) return undefined;
+        throw err;
       });
-      if (fast.body) {
+      if (fast?.body) {
         this.take(fast.head.status, fast.head.headers, fast.body);
         return;
       }
