@@ -121,14 +121,14 @@ async function rawServer(answer: (request: string, sock: net.Socket) => void): P
 }
 
 describe('http downloads into reused buffers', () => {
-  const seen: { path: string; headers: IncomingHttpHeaders }[] = [];
+  const seen: { path: string; headers: IncomingHttpHeaders; hosts: number }[] = [];
   const files = new Map<string, Buffer>();
   const changing = { bump: false, version: 1 };
   const hop = { to: '/data.img' };
   let base = '';
   const server = http.createServer((req, res) => {
     const path = req.url ?? '/';
-    seen.push({ path, headers: req.headers });
+    seen.push({ path, headers: req.headers, hosts: req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === 'host').length });
     const file = files.get(path);
     if (file) return serve(req, res, file, `"${sha256(file).slice(0, 8)}"`);
     switch (path) {
@@ -336,6 +336,15 @@ describe('http downloads into reused buffers', () => {
       assert.equal(h.cookie, undefined);
       assert.equal(h['x-line'], 'line-7');
     }
+  });
+
+  test('a signed request (S3) on the fast path carries the signer\'s headers and one Host header', { timeout: 10_000 }, async () => {
+    const before = fastPathStats.bodies;
+    const src = new HttpSource({ url: `${base}/data.img`, options: FAST, sign: (r) => ({ ...r.headers, Host: r.url.host, Connection: 'keep-alive', authorization: 'AWS4-HMAC-SHA256 test' }) });
+    assert.equal(sha256(await collect(await src.openPooled(0))), sha256(DATA));
+    assert.equal(fastPathStats.bodies - before, 1);
+    assert.equal(seen.at(-1)?.headers.authorization, 'AWS4-HMAC-SHA256 test');
+    assert.equal(seen.at(-1)?.hosts, 1);
   });
 
   test('a server that does not speak HTTP, or sends huge headers or a bad Content-Length, fails at once and says so', { timeout: 10_000 }, async () => {

@@ -275,8 +275,10 @@ export function http1Get(
   signal.addEventListener('abort', onAbort, { once: true });
   armStall();
   const target = `${url.pathname}${url.search}`;
-  const lines = [`GET ${target} HTTP/1.1`, `host: ${url.host}`];
-  for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+  const lines = [`GET ${target} HTTP/1.1`];
+  // A signer (S3) may give Host itself; one Host only, and this path's own Connection.
+  if (!Object.keys(headers).some((k) => k.toLowerCase() === 'host')) lines.push(`host: ${url.host}`);
+  for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() !== 'connection') lines.push(`${k}: ${v}`);
   lines.push('connection: close', '', '');
   sock.write(lines.join('\r\n'), 'latin1');
 
