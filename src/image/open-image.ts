@@ -1,5 +1,5 @@
 // Opening an image source: detects the compression and yields the decompressed bytes with backpressure, kept apart from what the copy does with them.
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { open } from 'node:fs/promises';
 import { decompressor, drainedOrClosed, readsFileItself, toolChunks } from './decompress/index.ts';
 import { readPooled } from './sources/pooled-read.ts';
@@ -32,8 +32,8 @@ async function multiBlockXz(source: Source, signal: AbortSignal | undefined): Pr
  * it is false may read as zeros (an .xz block that holds nothing else is not decompressed). With
  * `known` undefined the compression is detected from the first bytes.
  * `onRaw` sees every byte as stored; without it, a decompressor may read a
- * local file itself. A local raw image's chunks are views of reused buffers,
- * valid until the next one is asked for.
+ * local file itself. The chunks of a local or pooled (plain http) raw image are
+ * views of reused buffers, valid until the next one is asked for.
  */
 export async function openImage(
   source: Source,
@@ -56,13 +56,13 @@ export async function openImage(
     }
     known = compression;
   }
-  let raw: Readable;
+  let raw: RawInput;
   try {
-    raw = await source.open(offset, signal);
+    raw = await openRaw(source, offset, signal);
   } catch (e) {
     throw new Error(`opening the image ${source.display}${offset > 0 ? ` at byte ${offset}` : ''} failed: ${(e as Error).message}`);
   }
-  const it = raw[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  const { it, pooled } = raw;
   const next = async (): Promise<Buffer | undefined> => {
     let r: IteratorResult<Buffer | string>;
     try {
@@ -86,6 +86,8 @@ export async function openImage(
       // 16 bytes decide every format; a zstd/lz4 skippable frame first needs more to see past it.
       const want = () => (len >= 4 && (head[0]?.[0] ?? 0) >> 4 === 5 ? DETECT_HEAD_BYTES : 16);
       while (len < want()) {
+        // A pooled chunk is gone once the next is asked for: keep copies of the few head bytes.
+        if (pooled) head.splice(0, head.length, ...head.map((h) => Buffer.from(h)));
         const b = await next();
         if (!b) {
           ended = true;
@@ -123,7 +125,7 @@ export async function openImage(
     }
   }
   if (xz) {
-    const img = xzImage(xz, rawChunks(), needed);
+    const img = xzImage(xz, rawChunks(), needed, pooled);
     return {
       ...img,
       destroy: (err) => {
@@ -132,9 +134,27 @@ export async function openImage(
       },
     };
   }
+  if (pooled && readsFileItself(compression)) {
+    // The program's stdin is written chunk by chunk, each completed before the next is read.
+    let tool: ReturnType<typeof toolChunks>;
+    try {
+      tool = toolChunks(compression, rawChunks(), { reusedInput: true });
+    } catch (e) {
+      raw.destroy();
+      throw e;
+    }
+    return {
+      compression,
+      chunks: tool.chunks,
+      destroy: (err) => {
+        raw.destroy(err);
+        tool.stop();
+      },
+    };
+  }
   let dec: Duplex;
   try {
-    dec = decompressor(compression).stream;
+    dec = decompressor(compression, { reusedInput: pooled }).stream;
   } catch (e) {
     raw.destroy();
     throw e;
@@ -145,7 +165,9 @@ export async function openImage(
     try {
       for await (const c of rawChunks()) {
         if (out.destroyed) return;
-        if (!out.write(c)) await drainedOrClosed(out);
+        // A reused buffer must be taken in whole before the next read overwrites it.
+        if (pooled) await new Promise<void>((r) => out.write(c, () => r()));
+        else if (!out.write(c)) await drainedOrClosed(out);
       }
       if (!out.destroyed) out.end();
     } catch (e) {
@@ -163,8 +185,8 @@ export async function openImage(
 }
 
 /** A multi-block .xz image decompressed in lanes (xz-lanes.ts). */
-function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>, needed?: (start: number, end: number) => boolean): OpenedImage {
-  const dec = xzLanes(xz.layout, xz.trailer, input, laneCount(xz.layout), needed);
+function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>, needed?: (start: number, end: number) => boolean, inputReused = false): OpenedImage {
+  const dec = xzLanes(xz.layout, xz.trailer, input, laneCount(xz.layout), needed, inputReused);
   const blocks = xz.layout.blocks.length;
   return {
     compression: 'xz',
@@ -172,6 +194,33 @@ function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>, needed?: (st
     destroy: () => dec.stop(),
     decoder: `${dec.lanes} xz processes side by side, ${blocks} blocks${dec.skipped ? `, ${dec.skipped} of them only holes: not decompressed` : ''}`,
   };
+}
+
+/** The stored bytes as an iterator, from a stream or as pooled chunks (`Source.openPooled`). */
+interface RawInput {
+  it: AsyncIterator<Buffer | string>;
+  /** Chunks are views of reused buffers, valid until the next is asked for. */
+  pooled: boolean;
+  /** Ends the download, also while a read waits for the network. */
+  destroy(err?: Error): void;
+}
+
+async function openRaw(source: Source, offset: number, signal: AbortSignal | undefined): Promise<RawInput> {
+  if (source.localPath === undefined && source.openPooled) {
+    // Ours, so that destroy() also ends a read that waits for the network.
+    const ac = new AbortController();
+    const gen = await source.openPooled(offset, signal ? AbortSignal.any([signal, ac.signal]) : ac.signal);
+    return {
+      it: gen,
+      pooled: true,
+      destroy: (err) => {
+        ac.abort(err ?? new Error('stopped'));
+        void gen.return(undefined).catch(() => undefined);
+      },
+    };
+  }
+  const stream = await source.open(offset, signal);
+  return { it: stream[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>, pooled: false, destroy: (err) => stream.destroy(err) };
 }
 
 async function readHead(source: Source, path: string, offset: number): Promise<Buffer> {

@@ -45,6 +45,13 @@ export interface Source {
    * few tens of MiB (measured: 45-89 mark-compacts per 2 GiB copy, a third of the main thread).
    */
   readonly localPath?: string;
+  /**
+   * Like `open`, but each chunk is a view of a reused buffer, valid only until the consumer asks
+   * for the next one (or returns): a consumer that keeps bytes longer copies them, and one that
+   * writes a chunk somewhere waits until the write has completed before asking again. Set by
+   * http sources, whose plain-http bodies are then read without a buffer allocated per read.
+   */
+  openPooled?(offset: number, signal?: AbortSignal): Promise<AsyncGenerator<Buffer>>;
   /** Whether the object exists (used to look for a bmap beside an image). */
   exists?(): Promise<boolean>;
   /** Frees kept-alive connections. */

@@ -553,6 +553,13 @@ describe('s3 source', () => {
     assert.equal(sha256(await collect(await src.open(777_777))), sha256(DATA.subarray(777_777)));
   });
 
+  test('an S3 object over plain http is read into reused buffers too, signed (one Host header)', { timeout: 10_000 }, async () => {
+    const src = await openSource('s3://images/line 1/a.wic', FAST);
+    const parts: Buffer[] = [];
+    for await (const c of await (src as HttpSource).openPooled(777)) parts.push(Buffer.from(c));
+    assert.equal(sha256(Buffer.concat(parts)), sha256(DATA.subarray(777)));
+  });
+
   test('resumes a dropped S3 download with freshly signed range requests', { timeout: 10_000 }, async () => {
     const port = Number(host.split(':')[1]);
     const proxy = await startProxy(port, [{ cutAfter: 1.5 * MiB }]);

@@ -75,9 +75,9 @@ export function readsFileItself(kind: Compression): kind is Exclude<Compression,
  * A decompressor for `kind`. Throws at once (before anything is written) when
  * the needed program is missing, naming the Debian package that provides it.
  */
-export function decompressor(kind: Compression): Decompressor {
+export function decompressor(kind: Compression, opts: { reusedInput?: boolean } = {}): Decompressor {
   if (kind === 'none') return { stream: new PassThrough({ highWaterMark: HIGH_WATER }), describe: 'none (raw image)' };
-  if (kind === 'gzip') return { stream: gunzipStream(), describe: 'node zlib gunzip' };
+  if (kind === 'gzip') return { stream: gunzipStream(opts.reusedInput ?? false), describe: 'node zlib gunzip' };
   const { name, path, args } = findTool(kind);
   return { stream: processStream(name, path, args), describe: `${name} ${args.join(' ')}` };
 }
@@ -102,6 +102,8 @@ class Bridge extends Duplex {
     private readonly input: Writable,
     private readonly output: Readable,
     private readonly stop: () => void,
+    /** Writes' buffers are reused by the writer: a write completes only once the input has taken it. */
+    private readonly reusedInput = false,
   ) {
     super({ readableHighWaterMark: HIGH_WATER, writableHighWaterMark: HIGH_WATER });
     output.on('data', (c: Buffer) => {
@@ -150,7 +152,8 @@ class Bridge extends Duplex {
       cb();
       return;
     }
-    if (this.input.write(chunk)) cb();
+    if (this.reusedInput) this.input.write(chunk, () => cb());
+    else if (this.input.write(chunk)) cb();
     else this.pending = () => cb();
   }
 
@@ -171,9 +174,10 @@ class Bridge extends Duplex {
  * member (accepted, as gzip(1) does) while input may remain; the bridge keeps
  * feeding that rest, so any non-zero trailing byte still fails the stream.
  */
-function gunzipStream(): Duplex {
+function gunzipStream(reusedInput: boolean): Duplex {
   const gz = createGunzip({ chunkSize: ZLIB_CHUNK });
-  const bridge = new Bridge(gz, gz, () => gz.destroy());
+  // zlib calls a write back once it has consumed all of that chunk's bytes.
+  const bridge = new Bridge(gz, gz, () => gz.destroy(), reusedInput);
   let ended = false;
   let finished = false;
   const check = () => {

@@ -117,6 +117,8 @@ export function xzLanes(
   input: AsyncIterable<Buffer> | string,
   lanes = laneCount(layout),
   needed: (start: number, end: number) => boolean = () => true,
+  /** `input`'s chunks are views of reused buffers: what a lane's queue keeps is copied. */
+  inputReused = false,
 ): { chunks: AsyncGenerator<Buffer>; stop(): void; lanes: number; skipped: number } {
   const { blocks, flags } = layout;
   // Blocks whose bytes nobody reads (holes of the bmap) are not decompressed at all: they read as
@@ -284,7 +286,8 @@ export function xzLanes(
             const lane = i === undefined ? undefined : lanesList[i];
             if (lane && pos === block.compOffset) await lane.input.push(streamHeader(flags));
             const n = Math.min(c.length - off, block.compOffset + block.totalSize - pos);
-            await lane?.input.push(c.subarray(off, off + n));
+            const piece = c.subarray(off, off + n);
+            await lane?.input.push(inputReused ? Buffer.from(piece) : piece);
             off += n;
             pos += n;
             if (pos === block.compOffset + block.totalSize) {

@@ -7,9 +7,10 @@ import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Source, SourceOptions } from '../types.ts';
+import { PooledDownload } from './pooled-download.ts';
 
 export const DEFAULT_RETRIES = 8;
 export const DEFAULT_RETRY_DELAY_MS = 500;
@@ -114,22 +115,29 @@ export class Retrier {
 }
 
 /** The image's identity on the server; a change mid-download must not be spliced. */
-interface Validator {
+export interface Validator {
   etag?: string;
   lastModified?: string;
 }
 
-function validatorOf(res: IncomingMessage): Validator {
+/** Response headers as node's client or the fast path (http1-body.ts) give them. */
+export type AnswerHeaders = Record<string, string | string[] | undefined>;
+
+function one(v: string | string[] | undefined): string | undefined {
+  return typeof v === 'string' ? v : v?.[0];
+}
+
+function validatorOf(res: { headers: AnswerHeaders }): Validator {
   const v: Validator = {};
-  const etag = res.headers.etag;
-  const lm = res.headers['last-modified'];
+  const etag = one(res.headers.etag);
+  const lm = one(res.headers['last-modified']);
   if (etag) v.etag = etag;
   if (lm) v.lastModified = lm;
   return v;
 }
 
 /** The If-Range value: a strong ETag, else Last-Modified (weak ETags are not allowed there). */
-function ifRangeOf(v: Validator): string | undefined {
+export function ifRangeOf(v: Validator): string | undefined {
   if (v.etag && !v.etag.startsWith('W/')) return v.etag;
   return v.lastModified;
 }
@@ -169,7 +177,7 @@ export function abortErrorOf(signal: AbortSignal): Error {
 }
 
 /** Certificate problems and DNS typos will not get better by retrying. */
-function describeNetworkError(err: NodeJS.ErrnoException, display: string): Error {
+export function describeNetworkError(err: NodeJS.ErrnoException, display: string): Error {
   const code = err.code ?? '';
   if (/CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ERR_TLS/.test(code)) {
     return new PermanentError(
@@ -200,7 +208,7 @@ async function errorDetail(res: IncomingMessage): Promise<string> {
   return text && !/^<!DOCTYPE|^<html/i.test(text) ? ` (${text})` : '';
 }
 
-async function statusError(res: IncomingMessage, url: URL): Promise<Error> {
+export async function statusError(res: IncomingMessage, url: URL): Promise<Error> {
   const status = res.statusCode ?? 0;
   const detail = await errorDetail(res);
   const msg = `HTTP ${status} ${res.statusMessage ?? ''}`.trimEnd() + `${detail} from ${redactUrl(url)}`;
@@ -295,7 +303,7 @@ export class HttpSource implements Source {
   // --- used by Download ---
 
   /** @internal Records the image's identity, or reports how it changed. */
-  check(res: IncomingMessage): string | undefined {
+  check(res: { headers: AnswerHeaders }): string | undefined {
     const now = validatorOf(res);
     if (!this.validator) {
       if (now.etag || now.lastModified) this.validator = now;
@@ -308,9 +316,9 @@ export class HttpSource implements Source {
     return this.validator;
   }
 
-  /** @internal */ noteRanges(res: IncomingMessage, answeredRange: boolean): void {
+  /** @internal */ noteRanges(res: { headers: AnswerHeaders }, answeredRange: boolean): void {
     if (answeredRange) this.rangeSupport = true;
-    else if (res.headers['accept-ranges'] === 'none') this.rangeSupport = false;
+    else if (one(res.headers['accept-ranges']) === 'none') this.rangeSupport = false;
   }
 
   /** A GET of one byte: size, identity and Range support in one request (HEAD breaks presigned URLs). */
@@ -393,7 +401,18 @@ export class HttpSource implements Source {
     }
   }
 
-  private headersFor(method: 'GET' | 'HEAD', url: URL, extra: Record<string, string>): OutgoingHttpHeaders {
+  /** @internal Where the next request goes: where the last redirect led, else the URL given. */
+  get target(): URL {
+    return this.current;
+  }
+
+  /** @internal True when `target` is where a redirect led, not the URL given. */
+  get redirected(): boolean {
+    return this.current !== this.original;
+  }
+
+  /** @internal The headers for a request to `url` (credentials only to the image's own origin). */
+  headersFor(method: 'GET' | 'HEAD', url: URL, extra: Record<string, string>): Record<string, string> {
     const sameOrigin = url.origin === this.origin;
     const headers: Record<string, string> = {
       // Ranges and sizes must refer to the stored bytes, not a transfer encoding of them.
@@ -408,6 +427,18 @@ export class HttpSource implements Source {
     if (this.auth && sameOrigin) headers.authorization = this.auth;
     Object.assign(headers, extra);
     return this.sign ? this.sign({ method, url, headers }) : headers;
+  }
+
+  /**
+   * The bytes from `offset` as views of two reused 1 MiB buffers, each valid until the next is
+   * asked for. Plain http: bodies with a Content-Length are read without node's client (which
+   * allocates per socket read); redirects, chunked bodies, errors and https take the client.
+   * Resumes, retries and checks are those of `open`.
+   */
+  async openPooled(offset: number, signal?: AbortSignal): Promise<AsyncGenerator<Buffer>> {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`invalid offset ${offset}`);
+    signal?.throwIfAborted();
+    return new PooledDownload(this, offset, signal).start();
   }
 
   private send(
@@ -529,56 +560,20 @@ class Download {
   }
 
   private async accept(res: IncomingMessage, url: URL): Promise<void> {
-    const status = res.statusCode ?? 0;
-    const display = this.source.display;
-    const wanted = this.reached;
-    if (status === 206) {
-      const range = parseContentRange(res.headers['content-range']);
-      if (!range || range.start !== wanted) {
-        res.destroy();
-        throw new PermanentError(
-          `${display}: asked for bytes from ${wanted}, the server sent ${res.headers['content-range'] ?? 'no Content-Range'}; cannot resume safely`,
-        );
-      }
-      const change = this.source.check(res);
-      if (change) {
-        res.destroy();
-        throw changedError(display, change);
-      }
-      const end = range.total ?? range.end + 1;
-      if (this.end !== undefined && end !== this.end) {
-        res.destroy();
-        throw changedError(display, `size was ${this.end}, now ${end}`);
-      }
-      this.end = end;
-      this.source.noteRanges(res, true);
-    } else if (status === 200) {
-      const change = this.source.check(res);
-      if (wanted > 0) {
-        res.destroy();
-        // Only the If-Range validator can make a Range-capable server send everything.
-        if (change) throw changedError(display, change);
-        this.source.rangeSupport = false;
-        throw new PermanentError(
-          `${display}: the server cannot resume (it answered a Range request with the whole file); ` +
-            `download from the start or serve the image from a server with Range support`,
-        );
-      }
-      if (change) {
-        res.destroy();
-        throw changedError(display, change);
-      }
-      const len = res.headers['content-length'];
-      this.end = len === undefined ? undefined : Number(len);
-      this.source.noteRanges(res, false);
-    } else if (status === 416 && wanted > 0 && /\/(\d+)/.exec(res.headers['content-range'] ?? '')?.[1] === String(wanted)) {
-      // Asked to start exactly at the end: nothing left to send.
+    let verdict: Verdict;
+    try {
+      verdict = judgeAnswer(this.source, res.statusCode ?? 0, res.headers, this.reached, this.end);
+    } catch (e) {
+      res.destroy();
+      throw e;
+    }
+    if (verdict === 'other') throw await statusError(res, url);
+    if (verdict === 'nothing-left') {
       res.resume();
       this.finish();
       return;
-    } else {
-      throw await statusError(res, url);
     }
+    this.end = verdict.end;
     this.pump(res);
   }
 
@@ -657,6 +652,53 @@ class Download {
     if (this.stallTimer) clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
   }
+}
+
+/** How a download takes an answer to a GET from `wanted`: its body up to `end`, nothing left, or not at all ('other'). */
+export type Verdict = { end: number | undefined } | 'nothing-left' | 'other';
+
+/**
+ * @internal Checks a 200/206 answer against what the download asked for and knows (range start,
+ * identity, size); throws a PermanentError for what cannot be spliced. Statuses it does not take
+ * are 'other' (the caller reports them).
+ */
+export function judgeAnswer(source: HttpSource, status: number, headers: AnswerHeaders, wanted: number, knownEnd: number | undefined): Verdict {
+  const display = source.display;
+  const answer = { headers };
+  const contentRange = one(headers['content-range']);
+  if (status === 206) {
+    const range = parseContentRange(contentRange);
+    if (!range || range.start !== wanted) {
+      throw new PermanentError(
+        `${display}: asked for bytes from ${wanted}, the server sent ${contentRange ?? 'no Content-Range'}; cannot resume safely`,
+      );
+    }
+    const change = source.check(answer);
+    if (change) throw changedError(display, change);
+    const end = range.total ?? range.end + 1;
+    if (knownEnd !== undefined && end !== knownEnd) throw changedError(display, `size was ${knownEnd}, now ${end}`);
+    source.noteRanges(answer, true);
+    return { end };
+  }
+  if (status === 200) {
+    const change = source.check(answer);
+    if (wanted > 0) {
+      // Only the If-Range validator can make a Range-capable server send everything.
+      if (change) throw changedError(display, change);
+      source.rangeSupport = false;
+      throw new PermanentError(
+        `${display}: the server cannot resume (it answered a Range request with the whole file); ` +
+          `download from the start or serve the image from a server with Range support`,
+      );
+    }
+    if (change) throw changedError(display, change);
+    const len = one(headers['content-length']);
+    source.noteRanges(answer, false);
+    return { end: len === undefined ? undefined : Number(len) };
+  }
+  // Asked to start exactly at the end: nothing left to send.
+  if (status === 416 && wanted > 0 && /\/(\d+)/.exec(contentRange ?? '')?.[1] === String(wanted)) return 'nothing-left';
+  return 'other';
 }
 
 /** The source for an http:// or https:// URL. */

@@ -1,0 +1,329 @@
+// One plain-http GET whose body is read into two reused 1 MiB segments. node's HTTP client
+// allocates a fresh 64 KiB buffer per socket read; at 100-400 MB/s that external memory makes V8
+// run a full GC every few MiB (measured: 108 mark-compacts, about 1 s of the main thread, in a
+// 450 MB download). Here the socket reads into one buffer (net `onread`) and each read is copied
+// into a segment: memcpy is cheap, allocation is not. Only a 200/206 with Content-Length and no
+// Transfer-Encoding is streamed this way; anything else is left to node's client (`body` unset).
+import net from 'node:net';
+import { PermanentError, abortErrorOf } from './http.ts';
+
+/** Bytes handed to the consumer at once. */
+export const SEGMENT = 1024 * 1024;
+/** What one socket read may bring. */
+const READ_BUFFER = 256 * 1024;
+/** Status line and headers together; a larger head is refused (node's own limit is 16 KiB). */
+export const MAX_HEAD = 64 * 1024;
+
+/** A response's status and headers (names lower-case, repeated values joined with ", "). */
+export interface ResponseHead {
+  status: number;
+  statusMessage: string;
+  headers: Record<string, string>;
+}
+
+/** A body read on demand. A chunk is valid only until `next` is called again or `close`. */
+export interface PooledBody {
+  next(): Promise<Buffer | undefined>;
+  close(): void;
+}
+
+export interface Http1Response {
+  head: ResponseHead;
+  /** Unset when the response is not streamed here (redirect, error status, chunked...): the socket is closed. */
+  body: PooledBody | undefined;
+}
+
+/** Counts bodies streamed on the fast path (tests prove it was taken; logs may show it). */
+export const fastPathStats = { bodies: 0 };
+
+/**
+ * Parses a response head (without the blank line ending it). Throws a PermanentError naming
+ * `display` for anything that is not HTTP/1.x: a wrong port or a broken proxy will not get better.
+ */
+export function parseHead(text: string, display: string): ResponseHead {
+  const lines = text.split('\r\n');
+  const statusLine = lines[0] ?? '';
+  const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(statusLine);
+  if (!m) {
+    throw new PermanentError(
+      `${display}: the server's answer is not HTTP/1.x (status line ${JSON.stringify(printable(statusLine))}); check the URL and port`,
+    );
+  }
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':');
+    if (colon <= 0 || /\s/.test(line.slice(0, colon))) {
+      throw new PermanentError(`${display}: the server sent a malformed header line ${JSON.stringify(printable(line))}`);
+    }
+    const name = line.slice(0, colon).toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  return { status: Number(m[1]), statusMessage: m[2] ?? '', headers };
+}
+
+/** The body length the head announces, undefined when there is none; a bad value throws. */
+export function contentLengthOf(head: ResponseHead, display: string): number | undefined {
+  const raw = head.headers['content-length'];
+  if (raw === undefined) return undefined;
+  // Repeated identical values ("5, 5") are allowed by RFC 9110; differing ones are not.
+  const values = [...new Set(raw.split(',').map((v) => v.trim()))];
+  const only = values[0] ?? '';
+  if (values.length !== 1 || !/^\d{1,15}$/.test(only)) {
+    throw new PermanentError(`${display}: the server sent an invalid Content-Length ${JSON.stringify(printable(raw))}; it cannot be downloaded safely`);
+  }
+  return Number(only);
+}
+
+function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.slice(0, 120).replace(/[\x00-\x1f\x7f]/g, '?');
+}
+
+/**
+ * Sends `GET url` with `headers` on a socket of its own (Connection: close) and reads the head.
+ * `stallMs` bounds both the wait for the head and every wait for body bytes while the consumer
+ * is ready for more; time the consumer holds both segments does not count.
+ */
+export function http1Get(
+  url: URL,
+  headers: Record<string, string>,
+  opts: { signal: AbortSignal; stallMs: number; display: string },
+): Promise<Http1Response> {
+  if (url.protocol !== 'http:') throw new Error(`not a plain http URL: ${url.protocol}`);
+  const { signal, stallMs, display } = opts;
+  signal.throwIfAborted();
+  for (const [k, v] of Object.entries(headers)) {
+    // node's client refuses these too: a line break would end the header early (header injection).
+    if (/[\r\n\0]/.test(k + v)) throw new PermanentError(`${display}: the header ${JSON.stringify(printable(k))} contains a line break; remove it from the headers given`);
+  }
+  const readBuf = Buffer.allocUnsafe(READ_BUFFER);
+  let headBuf: Buffer | undefined = Buffer.allocUnsafe(MAX_HEAD);
+  let headLen = 0;
+
+  // Body state: `segs[filling]` receives bytes; a full one waits in `ready` for the consumer.
+  let segs: [Buffer, Buffer] | undefined;
+  let filling: 0 | 1 | -1 = 0;
+  let fill = 0;
+  const ready: { i: 0 | 1; len: number }[] = [];
+  let held: 0 | 1 | -1 = -1;
+  /** Bytes of a read that did not fit: they stay in `readBuf` (the socket is paused) until a segment is free. */
+  let left: { from: number; to: number } | undefined;
+  let remaining = 0;
+  let complete = false;
+  let failure: Error | undefined;
+  let paused = false;
+  let wake: (() => void) | undefined;
+  let timer: NodeJS.Timeout | undefined;
+
+  let resolveHead!: (r: Http1Response) => void;
+  let rejectHead!: (e: Error) => void;
+  let headDone = false;
+  const headPromise = new Promise<Http1Response>((res, rej) => {
+    resolveHead = res;
+    rejectHead = rej;
+  });
+
+  const notify = (): void => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const clearStall = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+  };
+  const fail = (e: Error): void => {
+    clearStall();
+    failure ??= e;
+    sock.destroy();
+    signal.removeEventListener('abort', onAbort);
+    if (!headDone) {
+      headDone = true;
+      rejectHead(e);
+    }
+    // Bytes already received are still handed on: the resume starts after them.
+    if (filling !== -1 && fill > 0 && segs) {
+      ready.push({ i: filling, len: fill });
+      filling = -1;
+      fill = 0;
+    }
+    notify();
+  };
+  const armStall = (): void => {
+    clearStall();
+    const msg = headDone ? `no data for ${stallMs / 1000} s` : `no response for ${stallMs / 1000} s`;
+    timer = setTimeout(() => fail(new Error(msg)), stallMs);
+  };
+  const onAbort = (): void => fail(abortErrorOf(signal));
+
+  /** Copies body bytes into segments; returns false when the rest must wait for a free one. */
+  const take = (buf: Buffer, from: number, to: number): boolean => {
+    const s = segs as [Buffer, Buffer];
+    while (from < to && remaining > 0) {
+      if (filling === -1) {
+        left = { from, to };
+        return false;
+      }
+      const n = Math.min(to - from, SEGMENT - fill, remaining);
+      buf.copy(s[filling], fill, from, from + n);
+      fill += n;
+      from += n;
+      remaining -= n;
+      if (fill === SEGMENT || remaining === 0) {
+        ready.push({ i: filling, len: fill });
+        fill = 0;
+        const other = filling === 0 ? 1 : 0;
+        filling = held === other || ready.some((r) => r.i === other) ? -1 : other;
+      }
+    }
+    if (remaining === 0 && !complete) {
+      complete = true;
+      clearStall();
+      sock.destroy(); // Connection: close; anything after the body is not ours
+      signal.removeEventListener('abort', onAbort);
+    }
+    return true;
+  };
+
+  const onHead = (text: string, rest: Buffer, restFrom: number, restTo: number): boolean => {
+    headDone = true;
+    let head: ResponseHead;
+    let length: number | undefined;
+    try {
+      head = parseHead(text, display);
+      length = contentLengthOf(head, display);
+    } catch (e) {
+      headDone = false;
+      fail(e as Error);
+      return false;
+    }
+    const streamed = (head.status === 200 || head.status === 206) && length !== undefined && head.headers['transfer-encoding'] === undefined;
+    if (!streamed) {
+      clearStall();
+      sock.destroy();
+      signal.removeEventListener('abort', onAbort);
+      resolveHead({ head, body: undefined });
+      return false;
+    }
+    fastPathStats.bodies++;
+    segs = [Buffer.allocUnsafeSlow(SEGMENT), Buffer.allocUnsafeSlow(SEGMENT)];
+    remaining = length as number;
+    resolveHead({ head, body });
+    const more = take(rest, restFrom, restTo);
+    if (remaining === 0 && ready.length === 0) notify();
+    return more;
+  };
+
+  const onRead = (n: number): boolean => {
+    if (failure || complete) return false;
+    if (!headDone) {
+      const h = headBuf as Buffer;
+      // The blank line may straddle two reads: search from a little before the new bytes.
+      const searchFrom = Math.max(0, headLen - 3);
+      const copied = Math.min(n, MAX_HEAD - headLen);
+      readBuf.copy(h, headLen, 0, copied);
+      headLen += copied;
+      const end = h.subarray(0, headLen).indexOf('\r\n\r\n', searchFrom);
+      if (end < 0) {
+        if (headLen >= MAX_HEAD) {
+          fail(new PermanentError(`${display}: the server's response headers are larger than ${MAX_HEAD / 1024} KiB; refusing them`));
+          return false;
+        }
+        armStall();
+        return true;
+      }
+      const text = h.toString('latin1', 0, end);
+      // Body bytes that came with the head: the part of this read after the blank line.
+      const bodyFrom = end + 4 - (headLen - copied);
+      headBuf = undefined;
+      const more = onHead(text, readBuf, bodyFrom, n);
+      if (!more) {
+        paused = !complete && !failure;
+        if (paused) clearStall();
+        notify();
+        return false;
+      }
+      armStall();
+      notify();
+      return true;
+    }
+    const more = take(readBuf, 0, n);
+    notify();
+    if (!more) {
+      paused = true;
+      clearStall();
+      return false;
+    }
+    if (!complete) armStall();
+    return true;
+  };
+
+  const sock = net.connect({
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(url.port || 80),
+    onread: { buffer: readBuf, callback: onRead },
+  });
+  sock.on('error', (e) => fail(e));
+  sock.on('end', () => {
+    if (!headDone) fail(new Error(headLen > 0 ? 'connection lost inside the response headers' : 'connection closed without a response'));
+    else if (!complete) fail(new Error('connection closed early'));
+  });
+  sock.on('close', () => {
+    if (!complete && !failure) fail(new Error('connection lost'));
+  });
+  signal.addEventListener('abort', onAbort, { once: true });
+  armStall();
+  const target = `${url.pathname}${url.search}`;
+  const lines = [`GET ${target} HTTP/1.1`];
+  // A signer (S3) may give Host itself; one Host only, and this path's own Connection.
+  if (!Object.keys(headers).some((k) => k.toLowerCase() === 'host')) lines.push(`host: ${url.host}`);
+  for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() !== 'connection') lines.push(`${k}: ${v}`);
+  lines.push('connection: close', '', '');
+  sock.write(lines.join('\r\n'), 'latin1');
+
+  /** Frees the held segment, moves waiting bytes into it and lets the socket read again. */
+  const release = (): void => {
+    if (held === -1) return;
+    const freed = held;
+    held = -1;
+    if (filling === -1 && !failure) {
+      filling = freed;
+      fill = 0;
+      if (left) {
+        const { from, to } = left;
+        left = undefined;
+        if (!take(readBuf, from, to)) return;
+      }
+      if (paused && !complete) {
+        paused = false;
+        armStall();
+        sock.resume();
+      }
+    }
+  };
+
+  const body: PooledBody = {
+    async next(): Promise<Buffer | undefined> {
+      release();
+      for (;;) {
+        const r = ready.shift();
+        if (r) {
+          held = r.i;
+          return (segs as [Buffer, Buffer])[r.i].subarray(0, r.len);
+        }
+        if (complete) return undefined;
+        if (failure) throw failure;
+        await new Promise<void>((r) => (wake = r));
+      }
+    },
+    close(): void {
+      clearStall();
+      signal.removeEventListener('abort', onAbort);
+      failure ??= new Error('closed');
+      sock.destroy();
+      notify();
+    },
+  };
+  return headPromise;
+}
