@@ -8,6 +8,7 @@
 import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { toolChunks } from './index.ts';
+import { readRanges } from '../sources/pooled-read.ts';
 import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-index.ts';
 
 /** What lanes that run ahead of the one being read may hold in all (the image's bytes, decompressed). */
@@ -89,7 +90,8 @@ class Channel implements AsyncIterable<Buffer> {
 }
 
 interface Lane {
-  input: Channel;
+  /** A streamed image's share for this lane; none when the lane reads a local file itself. */
+  input?: Channel;
   tool: ReturnType<typeof toolChunks>;
   /** Decompressed segments ready, in order; none spans two blocks. */
   queue: { buf: Buffer; len: number }[];
@@ -99,9 +101,6 @@ interface Lane {
   /** The lane's xz exited cleanly after all of its blocks. */
   done: Promise<void>;
 }
-
-/** Reads of a local image's blocks. */
-const FILE_READ = 1024 * 1024;
 
 /**
  * The image bytes of a single-stream .xz file whose block layout is known. `input` is either a
@@ -150,7 +149,7 @@ export function xzLanes(
   const stop = () => {
     stopped = true;
     for (const l of lanesList) {
-      l.input.abandon();
+      l.input?.abandon();
       l.tool.stop();
     }
     wakeAll();
@@ -158,12 +157,9 @@ export function xzLanes(
 
   const inputCap = Math.max(...blocks.map((b) => b.totalSize)) + INPUT_SLACK;
   for (let i = 0; i < lanes; i++) {
-    const channel = new Channel(inputCap);
-    const tool =
-      typeof input === 'string'
-        ? toolChunks('xz', readBlocks(input, i), { args: LANE_ARGS, reusedInput: true })
-        : toolChunks('xz', channel, { args: LANE_ARGS });
-    const lane: Lane = { input: channel, tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
+    const channel = typeof input === 'string' ? undefined : new Channel(inputCap);
+    const tool = channel ? toolChunks('xz', channel, { args: LANE_ARGS }) : toolChunks('xz', readBlocks(input as string, i), { args: LANE_ARGS, reusedInput: true });
+    const lane: Lane = { ...(channel ? { input: channel } : {}), tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
     const sizes = (laneBlocks[i] as XzLayout['blocks']).map((b) => b.uncompSize);
     lane.done = collect(lane, i, sizes);
     lanesList.push(lane);
@@ -213,34 +209,23 @@ export function xzLanes(
   }
 
   /**
-   * Lane `i`'s blocks of a local file, each wrapped as a stream. Two reused buffers: the next read
-   * runs while the last one is written to xz (reusedInput: written out before the next is asked for).
+   * Lane `i`'s blocks of a local file, each wrapped as a stream. Read with readRanges' two reused
+   * buffers: the next read runs while the last one is written to xz (reusedInput: written out
+   * before the next is asked for).
    */
   async function* readBlocks(path: string, i: number): AsyncGenerator<Buffer> {
-    const fh = await open(path, 'r');
-    const bufs = [Buffer.allocUnsafe(FILE_READ), Buffer.allocUnsafe(FILE_READ)];
-    let which = 0;
-    try {
-      for (const b of laneBlocks[i] as XzLayout['blocks']) {
-        const end = b.compOffset + b.totalSize;
+    const mine = laneBlocks[i] as XzLayout['blocks'];
+    let at = -1;
+    for await (const { range, chunk } of readRanges(path, mine.map((b) => ({ start: b.compOffset, end: b.compOffset + b.totalSize })))) {
+      if (stopped || failed) return;
+      if (range !== at) {
+        if (at >= 0) yield streamTail(flags, mine[at] as XzLayout['blocks'][number]);
+        at = range;
         yield streamHeader(flags);
-        let at = b.compOffset;
-        const readAt = (buf: Buffer, from: number) => fh.read(buf, 0, Math.min(FILE_READ, end - from), from);
-        let pending = readAt(bufs[which] as Buffer, at);
-        while (at < end) {
-          const { bytesRead, buffer } = await pending;
-          if (bytesRead === 0) throw new Error(`the xz image ended at byte ${at}, inside the block at ${b.compOffset}: it was truncated while it was read`);
-          at += bytesRead;
-          which ^= 1;
-          if (at < end) pending = readAt(bufs[which] as Buffer, at);
-          if (stopped || failed) return;
-          yield buffer.subarray(0, bytesRead);
-        }
-        yield streamTail(flags, b);
       }
-    } finally {
-      await fh.close();
+      yield chunk;
     }
+    if (at >= 0) yield streamTail(flags, mine[at] as XzLayout['blocks'][number]);
   }
 
   /** The stream header's magic and flags must be those of the footer read before. */
@@ -284,15 +269,15 @@ export function xzLanes(
           if (block) {
             const i = laneOf[k];
             const lane = i === undefined ? undefined : lanesList[i];
-            if (lane && pos === block.compOffset) await lane.input.push(streamHeader(flags));
+            if (lane && pos === block.compOffset) await lane.input?.push(streamHeader(flags));
             const n = Math.min(c.length - off, block.compOffset + block.totalSize - pos);
             const piece = c.subarray(off, off + n);
-            await lane?.input.push(inputReused ? Buffer.from(piece) : piece);
+            await lane?.input?.push(inputReused ? Buffer.from(piece) : piece);
             off += n;
             pos += n;
             if (pos === block.compOffset + block.totalSize) {
-              if (lane) await lane.input.push(streamTail(flags, block));
-              if (lane && laneBlocks[i as number]?.at(-1) === block) lane.input.close();
+              if (lane) await lane.input?.push(streamTail(flags, block));
+              if (lane && laneBlocks[i as number]?.at(-1) === block) lane.input?.close();
               k++;
             }
             continue;
@@ -310,7 +295,7 @@ export function xzLanes(
     } catch (e) {
       fail(e as Error);
     } finally {
-      for (const l of lanesList) l.input.close();
+      for (const l of lanesList) l.input?.close();
     }
   }
 

@@ -1,37 +1,69 @@
-// Reading a local file from an offset with positional reads into two reused buffers: the next
-// read runs while the consumer works on the current chunk, and nothing is allocated per chunk.
+// Reading a local file with positional reads into two reused buffers: the next read runs while
+// the consumer works on the current chunk, and nothing is allocated per chunk.
 import { open } from 'node:fs/promises';
 
-/** Large reads: the consumer is a disk writer, and small chunks cost syscalls. */
+/** Large reads: the consumer is a disk writer or a decompressor's pipe, and small chunks cost syscalls. */
 const READ_SIZE = 1024 * 1024;
 
+/** Bytes `start` to `end` (exclusive) of a file; `end` Infinity reads to the end of the file. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
 /**
- * The bytes of `path` from `offset` to its end. Each yielded chunk is a view of a reused buffer:
- * it is valid only until the consumer asks for the next one (copy what must outlive that).
+ * The bytes of `ranges` of `path`, in order, each chunk tagged with the index of its range. Each
+ * chunk is a view of a reused buffer: it is valid only until the consumer asks for the next one
+ * (copy what must outlive that). A bounded range the file ends inside of is an error: the file
+ * was truncated while it was read.
  */
-export async function* readPooled(path: string, offset: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
-  if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`invalid offset ${offset}`);
+export async function* readRanges(path: string, ranges: readonly ByteRange[], signal?: AbortSignal): AsyncGenerator<{ range: number; chunk: Buffer }> {
+  for (const r of ranges) if (!Number.isSafeInteger(r.start) || r.start < 0 || !(r.end >= r.start)) throw new RangeError(`invalid range ${r.start}-${r.end}`);
   signal?.throwIfAborted();
   const fh = await open(path, 'r');
   const bufs: [Buffer, Buffer] = [Buffer.allocUnsafe(READ_SIZE), Buffer.allocUnsafe(READ_SIZE)];
-  let pos = offset;
   let i: 0 | 1 = 0;
-  let pending: Promise<{ bytesRead: number }> = fh.read(bufs[0], 0, READ_SIZE, pos);
+  // The read in flight, and where it is: range `k` from `pos`.
+  let k = 0;
+  let pos = ranges[0]?.start ?? 0;
+  const readAt = (buf: Buffer) => fh.read(buf, 0, Math.min(READ_SIZE, (ranges[k] as ByteRange).end - pos), pos);
+  /** Moves to the next range with bytes left to read; false after the last. */
+  const advance = (): boolean => {
+    while (k < ranges.length && pos >= (ranges[k] as ByteRange).end) {
+      k++;
+      pos = ranges[k]?.start ?? pos;
+    }
+    return k < ranges.length;
+  };
+  let pending: Promise<{ bytesRead: number }> | undefined = advance() ? readAt(bufs[0]) : undefined;
   try {
-    for (;;) {
+    while (pending) {
       const { bytesRead } = await pending;
-      if (bytesRead === 0) return;
+      pending = undefined;
+      const range = ranges[k] as ByteRange;
+      if (bytesRead === 0) {
+        if (range.end !== Infinity) throw new Error(`${path} ended at byte ${pos}, inside bytes ${range.start}-${range.end}: it was truncated while it was read`);
+        k++;
+        pos = ranges[k]?.start ?? pos;
+      }
       signal?.throwIfAborted();
       const chunk = bufs[i].subarray(0, bytesRead);
-      pos += bytesRead;
+      const at = k;
+      if (bytesRead > 0) pos += bytesRead;
       i = i === 0 ? 1 : 0;
       // Read ahead into the other buffer; the one just filled is the consumer's until it asks again.
-      pending = fh.read(bufs[i], 0, READ_SIZE, pos);
-      yield chunk;
+      if (advance()) pending = readAt(bufs[i]);
+      if (bytesRead > 0) yield { range: at, chunk };
     }
   } finally {
     // A read may still be in flight when the consumer stops early.
-    await pending.catch(() => undefined);
+    await pending?.catch(() => undefined);
     await fh.close();
   }
+}
+
+/** The bytes of `path` from `offset` to its end, as `readRanges` yields them. */
+export async function* readPooled(path: string, offset: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`invalid offset ${offset}`);
+  for await (const { chunk } of readRanges(path, [{ start: offset, end: Infinity }], signal)) yield chunk;
 }
