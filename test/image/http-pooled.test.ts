@@ -12,6 +12,7 @@ import { HttpSource, PermanentError } from '../../src/image/sources/http.ts';
 import { fastPathStats, MAX_HEAD } from '../../src/image/sources/http1-body.ts';
 import { openImage } from '../../src/image/open-image.ts';
 import type { Compression, SourceOptions } from '../../src/image/types.ts';
+import { startProxy } from './step-proxy.ts';
 
 const MiB = 1024 * 1024;
 /** Half random, half zeros, in 64 KiB runs: compressible, but not trivially. */
@@ -55,56 +56,6 @@ function serve(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer
   }
   res.writeHead(200, { etag, 'content-length': body.length });
   res.end(body);
-}
-
-type Step = { cutAfter: number } | { stallAfter: number } | undefined;
-
-/** A TCP proxy: connection n is cut (or goes silent) after plan[n] answer bytes, headers included. */
-async function startProxy(targetPort: number, plan: Step[]): Promise<{ url: string; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  let count = 0;
-  const server = net.createServer((client) => {
-    const step = plan[count++];
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-    client.pipe(upstream);
-    const limit = step && ('cutAfter' in step ? step.cutAfter : step.stallAfter);
-    let sent = 0;
-    let stopped = false;
-    upstream.on('data', (chunk: Buffer) => {
-      if (stopped) return;
-      if (limit !== undefined && step && sent + chunk.length >= limit) {
-        stopped = true;
-        const part = chunk.subarray(0, limit - sent);
-        if ('cutAfter' in step) client.write(part, () => client.destroy());
-        else {
-          client.write(part);
-          upstream.pause();
-        }
-        return;
-      }
-      sent += chunk.length;
-      if (!client.write(chunk)) {
-        upstream.pause();
-        client.once('drain', () => !stopped && upstream.resume());
-      }
-    });
-    upstream.on('end', () => client.end());
-  });
-  const port = await listen(server);
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await close(server);
-    },
-  };
 }
 
 /** A TCP server that answers every request with `answer` (for what node's own server will not send). */

@@ -16,6 +16,7 @@ import type { PassThrough } from 'node:stream';
 import aws4 from 'aws4';
 import { FtpSrv, FileSystem } from 'ftp-srv';
 import type { IncomingHttpHeaders } from 'node:http';
+import { startProxy } from './step-proxy.ts';
 import { tempDir } from '../helpers.ts';
 import { openSource } from '../../src/image/sources/open.ts';
 import type { HttpSource } from '../../src/image/sources/http.ts';
@@ -127,68 +128,6 @@ function makeHandler(seen: Seen[], changing: { version: number; bump: boolean })
       default:
         res.writeHead(404).end('not here');
     }
-  };
-}
-
-// --- a TCP proxy that cuts or stalls connections after N response bytes ---
-
-type Step = { cutAfter: number } | { stallAfter: number } | undefined;
-
-interface Proxy {
-  url: string;
-  connections(): number;
-  close(): Promise<void>;
-}
-
-async function startProxy(targetPort: number, plan: Step[]): Promise<Proxy> {
-  const sockets = new Set<net.Socket>();
-  let count = 0;
-  const server = net.createServer((client) => {
-    const step = plan[count++];
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-    client.pipe(upstream);
-    const limit = step && ('cutAfter' in step ? step.cutAfter : step.stallAfter);
-    let sent = 0;
-    let stopped = false;
-    upstream.on('data', (chunk: Buffer) => {
-      if (stopped) return;
-      if (limit !== undefined && step && sent + chunk.length >= limit) {
-        stopped = true;
-        const part = chunk.subarray(0, limit - sent);
-        sent = limit;
-        if ('cutAfter' in step) {
-          // Flush what the client may have, then drop the connection mid-body.
-          client.write(part, () => client.destroy());
-        } else {
-          // Stall: the connection stays open and silent.
-          client.write(part);
-          upstream.pause();
-        }
-        return;
-      }
-      sent += chunk.length;
-      if (!client.write(chunk)) {
-        upstream.pause();
-        client.once('drain', () => !stopped && upstream.resume());
-      }
-    });
-    upstream.on('end', () => client.end());
-  });
-  const port = await listen(server);
-  return {
-    url: `http://127.0.0.1:${port}`,
-    connections: () => count,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await closeServer(server);
-    },
   };
 }
 
