@@ -2,7 +2,7 @@
 import type { Duplex } from 'node:stream';
 import { open } from 'node:fs/promises';
 import { decompressor, drainedOrClosed, readsFileItself, toolChunks } from './decompress/index.ts';
-import { readPooled } from './sources/pooled-read.ts';
+import { readPooled, readRanges, sourceRanges, type RangeReader } from './sources/pooled-read.ts';
 import { DETECT_HEAD_BYTES, detectCompression } from './decompress/detect.ts';
 import { laneCount, xzLanes } from './decompress/xz-lanes.ts';
 import { readXzTail, type XzTail } from './decompress/xz-source.ts';
@@ -49,7 +49,7 @@ export async function openImage(
     const compression = known ?? detectCompression(await readHead(source, local, offset));
     if (compression === 'none') return { compression, ...pooledChunks(source, local, offset, signal, onRaw) };
     if (compression === 'xz' && offset === 0) xz = await multiBlockXz(source, signal);
-    if (!onRaw && xz) return xzImage(xz, local, needed);
+    if (!onRaw && xz) return xzImage(xz, (r) => readRanges(local, r, signal), needed);
     if (!onRaw && readsFileItself(compression) && offset === 0) {
       const tool = toolChunks(compression, local);
       return { compression, chunks: tool.chunks, destroy: tool.stop };
@@ -124,6 +124,13 @@ export async function openImage(
       throw e;
     }
   }
+  if (xz && !onRaw && pooled && source.seekable) {
+    // Each lane asks for its own blocks, as it reads a local file's: none has to hold a whole
+    // block that arrived in the shared stream while it was busy, and blocks of holes are not
+    // even downloaded. The stream opened to look at the first bytes is closed.
+    raw.destroy();
+    return xzImage(xz, (r) => sourceRanges(source, r, signal), needed);
+  }
   if (xz) {
     const img = xzImage(xz, rawChunks(), needed, pooled);
     return {
@@ -185,7 +192,7 @@ export async function openImage(
 }
 
 /** A multi-block .xz image decompressed in lanes (xz-lanes.ts). */
-function xzImage(xz: XzTail, input: string | AsyncIterable<Buffer>, needed?: (start: number, end: number) => boolean, inputReused = false): OpenedImage {
+function xzImage(xz: XzTail, input: RangeReader | AsyncIterable<Buffer>, needed?: (start: number, end: number) => boolean, inputReused = false): OpenedImage {
   const dec = xzLanes(xz.layout, xz.trailer, input, laneCount(xz.layout), needed, inputReused);
   const blocks = xz.layout.blocks.length;
   return {

@@ -50,8 +50,9 @@ export interface Source {
    * for the next one (or returns): a consumer that keeps bytes longer copies them, and one that
    * writes a chunk somewhere waits until the write has completed before asking again. Set by
    * http sources, whose plain-http bodies are then read without a buffer allocated per read.
+   * With `until`, only the bytes before it are asked for (a bounded Range) and read.
    */
-  openPooled?(offset: number, signal?: AbortSignal): Promise<AsyncGenerator<Buffer>>;
+  openPooled?(offset: number, signal?: AbortSignal, until?: number): Promise<AsyncGenerator<Buffer>>;
   /** Whether the object exists (used to look for a bmap beside an image). */
   exists?(): Promise<boolean>;
   /** Frees kept-alive connections. */

@@ -17,6 +17,10 @@ import { parseFooter, parseIndex, streamHeader, streamTail, XzIndexError, type X
 import { laneCount, LOOKAHEAD_BUDGET, xzLanes } from '../../src/image/decompress/xz-lanes.ts';
 import { readXzTail } from '../../src/image/decompress/xz-source.ts';
 import type { Source } from '../../src/image/types.ts';
+import { readRanges, sourceRanges } from '../../src/image/sources/pooled-read.ts';
+import { httpSource } from '../../src/image/sources/http.ts';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tempDir, runningChildren } from '../helpers.ts';
 
 const dir = tempDir('bootline-xz-');
@@ -68,6 +72,41 @@ function streamSource(path: string, chunk = 64 * 1024): Source & { opens: number
     },
   };
 }
+
+/** Each lane reads its blocks of a local file itself. */
+const fileRanges = (path: string) => (r: Parameters<typeof readRanges>[1]) => readRanges(path, r);
+
+/** A real HTTP server for the files of `dir`, with Range support; it logs each request's Range. */
+const served: string[] = [];
+const server = http.createServer((req, res) => {
+  const file = join(dir, decodeURIComponent((req.url ?? '/').slice(1)));
+  let data: Buffer;
+  try {
+    data = readFileSync(file);
+  } catch {
+    res.writeHead(404).end();
+    return;
+  }
+  const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+  served.push(`${req.url} ${req.headers.range ?? 'whole'}`);
+  if (!m) {
+    res.writeHead(200, { 'content-length': data.length, 'accept-ranges': 'bytes' }).end(data);
+    return;
+  }
+  const start = Number(m[1]);
+  const end = Math.min(m[2] ? Number(m[2]) + 1 : data.length, data.length);
+  res.writeHead(206, { 'content-length': end - start, 'content-range': `bytes ${start}-${end - 1}/${data.length}` }).end(data.subarray(start, end));
+});
+let base = '';
+before(async () => {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+after(() => {
+  server.closeAllConnections();
+  server.close();
+});
+const over = (path: string) => httpSource(`${base}/${path.slice(dir.length + 1)}`);
 
 async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -130,15 +169,16 @@ test('as many lanes as cores, as long as a block ahead fits the memory budget', 
 for (const lanes of [2, 3]) {
   test(`${lanes} lanes give the image byte for byte, from a local file and from a stream`, async () => {
     const { layout, trailer } = layoutOf(XZ);
-    assert.ok((await collect(xzLanes(layout, trailer, XZ, lanes).chunks)).equals(image));
+    assert.ok((await collect(xzLanes(layout, trailer, fileRanges(XZ), lanes).chunks)).equals(image));
     const src = streamSource(XZ, 7777);
     const raw = await src.open(0);
     assert.ok((await collect(xzLanes(layout, trailer, raw as AsyncIterable<Buffer>, lanes).chunks)).equals(image));
   });
 }
 
-test('a copy of a multi-block .xz uses the lanes, from a file and over a stream, and writes the image', { skip: availableParallelism() < 2 && 'one core: no lanes' }, async () => {
-  for (const source of [new FileSource(XZ), streamSource(XZ)]) {
+test('a copy of a multi-block .xz uses the lanes, from a file, over a stream and over HTTP, and writes the image', { skip: availableParallelism() < 2 && 'one core: no lanes' }, async () => {
+  served.length = 0;
+  for (const source of [new FileSource(XZ), streamSource(XZ), over(XZ)]) {
     const out = join(dir, 'copy.out');
     writeFileSync(out, '');
     const lines: string[] = [];
@@ -151,6 +191,21 @@ test('a copy of a multi-block .xz uses the lanes, from a file and over a stream,
     assert.ok(readFileSync(out).equals(image), `${source.display}: the copy differs`);
     assert.ok(lines.some((l) => /xz-compressed \(2 xz processes side by side, \d+ blocks\)/.test(l)), lines.join('\n'));
   }
+  // Without a bmap the stored bytes are counted for the ETA: over HTTP they come in one stream.
+  assert.ok(served.includes('/mixed.img.xz whole'), served.join('\n'));
+});
+
+test('lanes over HTTP read each block with a bounded Range; a block the server cuts short fails, naming the source', async () => {
+  const { layout, trailer } = layoutOf(XZ);
+  assert.ok((await collect(xzLanes(layout, trailer, (r) => sourceRanges(over(XZ), r), 2).chunks)).equals(image));
+  // A server that answers a Range with the whole file: the lane takes only its block's bytes.
+  const whole = httpSource(`${base}/mixed.img.xz`);
+  const got: Buffer[] = [];
+  for await (const c of await whole.openPooled(0, undefined, 1000)) got.push(Buffer.from(c));
+  assert.ok(Buffer.concat(got).equals(readFileSync(XZ).subarray(0, 1000)));
+  await assert.rejects(async () => {
+    for await (const _ of sourceRanges(whole, [{ start: 0, end: statSync(XZ).size + 10 }])) void _;
+  }, /mixed\.img\.xz ended at byte \d+, inside bytes 0-\d+: it changed while it was read/);
 });
 
 test('a damaged block fails with what xz says, and no xz is left running', async () => {
@@ -162,7 +217,7 @@ test('a damaged block fails with what xz says, and no xz is left running', async
   const p = join(dir, 'damaged.img.xz');
   writeFileSync(p, bad);
   const { trailer } = layoutOf(p);
-  for (const input of [p, (await streamSource(p).open(0)) as AsyncIterable<Buffer>]) {
+  for (const input of [fileRanges(p), (await streamSource(p).open(0)) as AsyncIterable<Buffer>]) {
     await assert.rejects(collect(xzLanes(layout, trailer, input, 2).chunks), /^Error: xz: \(stdin\): (Compressed data is corrupt|Integrity check failed)/);
   }
   await new Promise((r) => setTimeout(r, 100));
@@ -183,7 +238,7 @@ test('a streamed image whose index differs from the one read first, or that ends
 
 test('stopping early ends every lane', async () => {
   const { layout, trailer } = layoutOf(XZ);
-  const dec = xzLanes(layout, trailer, XZ, 2);
+  const dec = xzLanes(layout, trailer, fileRanges(XZ), 2);
   let got = 0;
   for await (const c of dec.chunks) {
     got += c.length;
@@ -243,7 +298,8 @@ test('blocks that hold only holes are not decompressed: a damaged one goes unnot
   for (const b of holesOnly) for (let i = b.compOffset + 20; i < b.compOffset + b.totalSize - 8; i++) bad[i] = (bad[i] as number) ^ 0x5a;
   const p = join(dir, 'holes-damaged.img.xz');
   writeFileSync(p, bad);
-  for (const source of [new FileSource(p), streamSource(p)]) {
+  served.length = 0;
+  for (const source of [new FileSource(p), streamSource(p), over(p)]) {
     const out = join(dir, 'holes.out');
     writeFileSync(out, Buffer.alloc(image.length, 0xaa));
     const lines: string[] = [];
@@ -257,6 +313,13 @@ test('blocks that hold only holes are not decompressed: a damaged one goes unnot
     for (const s of spansOf(bmap)) assert.ok(disk.subarray(s.start, s.end).equals(image.subarray(s.start, s.end)), `${source.display}: bytes ${s.start}-${s.end} differ`);
     assert.ok(lines.some((l) => l.includes(`${holesOnly.length} of them only holes: not decompressed`)), lines.join('\n'));
   }
+  // Over HTTP each lane asked for exactly its blocks, one bounded Range each (and the stream
+  // header): blocks of holes are not even downloaded.
+  for (const b of layout.blocks) {
+    const asked = served.includes(`/holes-damaged.img.xz bytes=${b.compOffset}-${b.compOffset + b.totalSize - 1}`);
+    assert.equal(asked, !holesOnly.includes(b), `block at ${b.compOffset}${holesOnly.includes(b) ? ' (holes only)' : ''}:\n${served.join('\n')}`);
+  }
+  assert.ok(served.includes('/holes-damaged.img.xz bytes=0-11'), 'the stream header');
   // With a whole-image sha256 every byte is needed: the damage is found.
   const out = join(dir, 'holes-sha.out');
   writeFileSync(out, '');

@@ -5,10 +5,9 @@
 // index of one record and a footer, so xz still checks every block and its check value). The
 // lanes' output is taken back in block order; a lane that runs ahead keeps at most its share of
 // LOOKAHEAD_BUDGET, in reused 1 MiB segments that never span two blocks.
-import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { toolChunks } from './index.ts';
-import { readRanges } from '../sources/pooled-read.ts';
+import type { RangeReader } from '../sources/pooled-read.ts';
 import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-index.ts';
 
 /** What lanes that run ahead of the one being read may hold in all (the image's bytes, decompressed). */
@@ -104,8 +103,9 @@ interface Lane {
 
 /**
  * The image bytes of a single-stream .xz file whose block layout is known. `input` is either a
- * local file's path, whose blocks each lane reads itself, or the compressed bytes from byte 0
- * (each chunk a buffer of its own), split between the lanes as they arrive. Chunks are valid
+ * reader of byte ranges (a local file, or a source that can seek), with which each lane reads
+ * its own blocks, or the compressed bytes from byte 0 (each chunk a buffer of its own), split
+ * between the lanes as they arrive. Chunks are valid
  * until the next one is asked for. `trailer` is the index and footer as read beforehand: a
  * streamed copy must match it, so a file that changed between the two reads fails instead of
  * mixing versions.
@@ -113,7 +113,7 @@ interface Lane {
 export function xzLanes(
   layout: XzLayout,
   trailer: Buffer,
-  input: AsyncIterable<Buffer> | string,
+  input: AsyncIterable<Buffer> | RangeReader,
   lanes = laneCount(layout),
   needed: (start: number, end: number) => boolean = () => true,
   /** `input`'s chunks are views of reused buffers: what a lane's queue keeps is copied. */
@@ -157,8 +157,8 @@ export function xzLanes(
 
   const inputCap = Math.max(...blocks.map((b) => b.totalSize)) + INPUT_SLACK;
   for (let i = 0; i < lanes; i++) {
-    const channel = typeof input === 'string' ? undefined : new Channel(inputCap);
-    const tool = channel ? toolChunks('xz', channel, { args: LANE_ARGS }) : toolChunks('xz', readBlocks(input as string, i), { args: LANE_ARGS, reusedInput: true });
+    const channel = typeof input === 'function' ? undefined : new Channel(inputCap);
+    const tool = channel ? toolChunks('xz', channel, { args: LANE_ARGS }) : toolChunks('xz', readBlocks(input as RangeReader, i), { args: LANE_ARGS, reusedInput: true });
     const lane: Lane = { ...(channel ? { input: channel } : {}), tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
     const sizes = (laneBlocks[i] as XzLayout['blocks']).map((b) => b.uncompSize);
     lane.done = collect(lane, i, sizes);
@@ -213,10 +213,10 @@ export function xzLanes(
    * buffers: the next read runs while the last one is written to xz (reusedInput: written out
    * before the next is asked for).
    */
-  async function* readBlocks(path: string, i: number): AsyncGenerator<Buffer> {
+  async function* readBlocks(read: RangeReader, i: number): AsyncGenerator<Buffer> {
     const mine = laneBlocks[i] as XzLayout['blocks'];
     let at = -1;
-    for await (const { range, chunk } of readRanges(path, mine.map((b) => ({ start: b.compOffset, end: b.compOffset + b.totalSize })))) {
+    for await (const { range, chunk } of read(mine.map((b) => ({ start: b.compOffset, end: b.compOffset + b.totalSize })))) {
       if (stopped || failed) return;
       if (range !== at) {
         if (at >= 0) yield streamTail(flags, mine[at] as XzLayout['blocks'][number]);
@@ -231,16 +231,14 @@ export function xzLanes(
   /** The stream header's magic and flags must be those of the footer read before. */
   const headerMatches = (head: Buffer) => head.subarray(0, 6).equals(XZ_HEADER_MAGIC) && head.subarray(6, 8).equals(flags);
 
-  /** A local file's stream header must match the footer read before (the lanes never read it). */
-  async function checkHeader(path: string): Promise<void> {
-    const fh = await open(path, 'r');
+  /** The stream header of an image the lanes read by ranges must match the footer read before (the lanes never read it). */
+  async function checkHeader(read: RangeReader): Promise<void> {
     try {
-      const { buffer } = await fh.read(Buffer.alloc(12), 0, 12, 0);
-      if (!headerMatches(buffer)) throw new Error('the xz stream header does not match its footer: the image file is corrupt');
+      const parts: Buffer[] = [];
+      for await (const { chunk } of read([{ start: 0, end: 12 }])) parts.push(Buffer.from(chunk));
+      if (!headerMatches(Buffer.concat(parts))) throw new Error('the xz stream header does not match its footer: the image file is corrupt');
     } catch (e) {
       fail(e as Error);
-    } finally {
-      await fh.close();
     }
   }
 
@@ -299,7 +297,7 @@ export function xzLanes(
     }
   }
 
-  const splitting = typeof input === 'string' ? checkHeader(input) : split(input);
+  const splitting = typeof input === 'function' ? checkHeader(input) : split(input);
 
   async function* chunks(): AsyncGenerator<Buffer> {
     let ok = false;

@@ -435,10 +435,11 @@ export class HttpSource implements Source {
    * allocates per socket read); redirects, chunked bodies, errors and https take the client.
    * Resumes, retries and checks are those of `open`.
    */
-  async openPooled(offset: number, signal?: AbortSignal): Promise<AsyncGenerator<Buffer>> {
+  async openPooled(offset: number, signal?: AbortSignal, until?: number): Promise<AsyncGenerator<Buffer>> {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`invalid offset ${offset}`);
+    if (until !== undefined && !(Number.isSafeInteger(until) && until > offset)) throw new RangeError(`invalid end ${until} for offset ${offset}`);
     signal?.throwIfAborted();
-    return new PooledDownload(this, offset, signal).start();
+    return new PooledDownload(this, offset, signal, until).start();
   }
 
   private send(

@@ -56,6 +56,8 @@ export class PooledDownload {
     private readonly source: HttpSource,
     offset: number,
     private readonly signal: AbortSignal | undefined,
+    /** Stop before this byte (asked for with a bounded Range); undefined reads to the end. */
+    private readonly until?: number,
   ) {
     this.reached = offset;
     this.retrier = new Retrier(source.options, source.display);
@@ -77,12 +79,13 @@ export class PooledDownload {
   private async *chunks(): AsyncGenerator<Buffer> {
     try {
       for (;;) {
-        if (this.nothingLeft) return;
+        if (this.nothingLeft || (this.until !== undefined && this.reached >= this.until)) return;
         const body = this.body as PooledBody;
         let c: Buffer | undefined;
         try {
           c = await body.next();
-          if (!c && this.end !== undefined && this.reached < this.end) throw new Error('connection closed early');
+          const stop = Math.min(this.until ?? Infinity, this.end ?? Infinity);
+          if (!c && stop !== Infinity && this.reached < stop) throw new Error('connection closed early');
         } catch (e) {
           body.close();
           this.body = undefined;
@@ -91,6 +94,8 @@ export class PooledDownload {
           continue;
         }
         if (!c) return;
+        // A server that ignored the bounded Range (a 200 from byte 0) sends more: cut it there.
+        if (this.until !== undefined && this.reached + c.length > this.until) c = c.subarray(0, this.until - this.reached);
         this.reached += c.length;
         this.retrier.progress(c.length);
         yield c;
@@ -136,8 +141,8 @@ export class PooledDownload {
   private async request(): Promise<void> {
     const extra: Record<string, string> = {};
     const known = this.source.knownValidator;
-    if (this.reached > 0) {
-      extra.range = `bytes=${this.reached}-`;
+    if (this.reached > 0 || this.until !== undefined) {
+      extra.range = `bytes=${this.reached}-${this.until === undefined ? '' : this.until - 1}`;
       const ifRange = known && ifRangeOf(known);
       if (ifRange) extra['if-range'] = ifRange;
     }

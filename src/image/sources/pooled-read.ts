@@ -1,6 +1,8 @@
-// Reading a local file with positional reads into two reused buffers: the next read runs while
-// the consumer works on the current chunk, and nothing is allocated per chunk.
+// Reading byte ranges into reused buffers: of a local file with positional reads into two
+// buffers (the next read runs while the consumer works on the current chunk), or of a seekable
+// network source with one bounded request per range. Nothing is allocated per chunk.
 import { open } from 'node:fs/promises';
+import type { Source } from '../types.ts';
 
 /** Large reads: the consumer is a disk writer or a decompressor's pipe, and small chunks cost syscalls. */
 const READ_SIZE = 1024 * 1024;
@@ -66,4 +68,26 @@ export async function* readRanges(path: string, ranges: readonly ByteRange[], si
 export async function* readPooled(path: string, offset: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`invalid offset ${offset}`);
   for await (const { chunk } of readRanges(path, [{ start: offset, end: Infinity }], signal)) yield chunk;
+}
+
+/** Reads byte ranges, in order, each chunk tagged with the index of its range (as `readRanges`). */
+export type RangeReader = (ranges: readonly ByteRange[]) => AsyncIterable<{ range: number; chunk: Buffer }>;
+
+/**
+ * `ranges` of a source that can seek and read into reused buffers (`openPooled`): one request
+ * per range, for exactly its bytes. Chunks are valid until the next one is asked for.
+ */
+export async function* sourceRanges(source: Source, ranges: readonly ByteRange[], signal?: AbortSignal): AsyncGenerator<{ range: number; chunk: Buffer }> {
+  const openPooled = source.openPooled?.bind(source);
+  if (!openPooled || !source.seekable) throw new Error(`${source.display} cannot be read by ranges`);
+  for (let k = 0; k < ranges.length; k++) {
+    const { start, end } = ranges[k] as ByteRange;
+    if (end <= start) continue;
+    let got = start;
+    for await (const chunk of await openPooled(start, signal, end === Infinity ? undefined : end)) {
+      got += chunk.length;
+      yield { range: k, chunk };
+    }
+    if (end !== Infinity && got < end) throw new Error(`${source.display} ended at byte ${got}, inside bytes ${start}-${end}: it changed while it was read`);
+  }
 }
