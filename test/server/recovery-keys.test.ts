@@ -344,6 +344,8 @@ describe('recovery keys at rest', () => {
       await s.close();
       s = await startTestServer({ data: s.data });
       await s.close();
+      // Given its data dir, the test server leaves it: this one is the test's to remove.
+      rmSync(s.data, { recursive: true, force: true });
     } finally {
       delete process.env[ESCROW_KEY_ENV];
     }

@@ -42,8 +42,11 @@ export async function startTestServer(opts: Partial<ServeOptions> = {}): Promise
     return { status: res.status, json, text, headers: res.headers };
   };
   const close = async () => {
-    await server.close();
-    if (own) rmSync(data, { recursive: true, force: true });
+    try {
+      await server.close();
+    } finally {
+      if (own) rmSync(data, { recursive: true, force: true });
+    }
   };
   return { server, close, url: server.url, adminToken, data, call, admin: (m, p, b) => call(m, p, { token: adminToken, ...(b !== undefined ? { body: b } : {}) }) };
 }

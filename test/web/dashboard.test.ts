@@ -59,8 +59,9 @@ describe('dashboard in Chromium', () => {
   });
   after(async () => {
     for (const d of devices) d.close();
-    await ctx?.close();
-    await chrome?.close();
+    // A browser that fails to close must not keep the server and its data dir.
+    await ctx?.close().catch(() => undefined);
+    await chrome?.close().catch(() => undefined);
     await s?.close();
   });
 
