@@ -333,12 +333,13 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     // script's exit does not run it again. The shell would hide why a script cannot start.
     const definition = taskDefinitionHash(task);
     clearWitness(o.stateDir, definition);
-    const unrunnable = canWitness() ? notRunnable(resolve(workdir, file)) : undefined;
+    const witness = canWitness();
+    const unrunnable = witness ? notRunnable(resolve(workdir, file)) : undefined;
     if (unrunnable) {
       await fifo?.close();
       return { status: 'failed', exitCode: null, message: `${task.script} ${describeResult({ exitCode: null, signal: null, timedOut: false, aborted: false, spawnError: unrunnable })}` };
     }
-    const command = canWitness() ? witnessed(file, task.args, witnessPath(o.stateDir, definition)) : { file, args: task.args };
+    const command = witness ? witnessed(file, task.args, witnessPath(o.stateDir, definition)) : { file, args: task.args };
     const r = await runProcess({
       ...command,
       cwd: workdir,
@@ -351,7 +352,7 @@ export async function runPipeline(o: RunOptions): Promise<RunReport> {
     await fifo?.close();
     const ok = !r.spawnError && !r.timedOut && !r.aborted && r.exitCode === 0;
     if (ok) return { status: 'ok', exitCode: 0 };
-    const killedBy = canWitness() && !r.signal ? shellSignal(r.exitCode) : undefined;
+    const killedBy = witness && !r.signal ? shellSignal(r.exitCode) : undefined;
     return { status: 'failed', exitCode: r.exitCode, message: `${task.script} ${describeResult(r, task.timeout)}${killedBy ? ` (killed by ${killedBy})` : ''}` };
   }
 }

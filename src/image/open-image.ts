@@ -86,8 +86,8 @@ export async function openImage(
       // 16 bytes decide every format; a zstd/lz4 skippable frame first needs more to see past it.
       const want = () => (len >= 4 && (head[0]?.[0] ?? 0) >> 4 === 5 ? DETECT_HEAD_BYTES : 16);
       while (len < want()) {
-        // A pooled chunk is gone once the next is asked for: keep copies of the few head bytes.
-        if (pooled) head.splice(0, head.length, ...head.map((h) => Buffer.from(h)));
+        // A pooled chunk is gone once the next is asked for: copy the last one (the others are copies already).
+        if (pooled && head.length > 0) head[head.length - 1] = Buffer.from(head[head.length - 1] as Buffer);
         const b = await next();
         if (!b) {
           ended = true;

@@ -4,7 +4,7 @@
 // Offsets count answer *body* bytes across all connections, so "20 cuts during one download"
 // means 20 cuts spread over that download however often the client reconnects. Same seed, same
 // faults: a failing run can be replayed.
-import net from 'node:net';
+import { startTcpRelay } from './tcp-relay.ts';
 
 export interface FaultPlan {
   /** Answers to requests whose path matches are tampered with (default: every answer). */
@@ -74,18 +74,9 @@ export async function startFaultProxy(targetPort: number, plan: FaultPlan): Prom
   const flipAt = [...(plan.flipAt ?? [])];
   const stallAt = [...(plan.stallAt ?? [])];
   let errorsLeft = plan.errors503 ?? 0;
-  const sockets = new Set<net.Socket>();
   const matches = (path: string) => plan.match?.test(path) ?? true;
 
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
+  const relay = await startTcpRelay(targetPort, (client, upstream) => {
     // Paths of requests sent upstream, in order: answers come back in the same order (no pipelining surprises).
     const pending: { path: string; head: boolean }[] = [];
     let answer: Answer | undefined;
@@ -195,16 +186,5 @@ export async function startFaultProxy(targetPort: number, plan: FaultPlan): Prom
     });
     upstream.on('end', () => client.end());
   });
-
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    log,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+  return { ...relay, log };
 }

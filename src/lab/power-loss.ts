@@ -59,7 +59,7 @@ export interface Cut {
   atMs: number;
   /** The agent had already exited by then (nothing was cut). */
   missed: boolean;
-  /** Tasks the journal recorded as ok right after the cut. */
+  /** Tasks a restart would skip right after the cut: journalled ok, or witnessed (finishedTasks). */
   journalOk: string[];
   /** Run-once tasks whose `end` line had been written by then. */
   ended: string[];
@@ -109,9 +109,6 @@ export function cutMoments(seed: number, cleanMs: number, twiceShare: number): n
   const n = random() < twiceShare ? 2 : 1;
   return Array.from({ length: n }, () => Math.round((0.01 + 0.98 * random()) * cleanMs));
 }
-
-/** What a restarted agent would skip: journalled ok, or ended ok as its exit witness shows. */
-const journalOk = finishedTasks;
 
 function marks(file: string): string[] {
   return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
@@ -230,11 +227,11 @@ export async function runPowerLoss(o: PowerLossOptions): Promise<PowerLossResult
       let journalBeforeLast: string[] = [];
       const cutState = (atMs: number, missed: boolean): Cut => {
         const lines = marks(d.marks);
-        return { atMs, missed, journalOk: journalOk(d.state), ended: ONCE_TASKS.filter((t) => lines.includes(`end ${t}`)), marks: lines.length };
+        return { atMs, missed, journalOk: finishedTasks(d.state), ended: ONCE_TASKS.filter((t) => lines.includes(`end ${t}`)), marks: lines.length };
       };
       const trialWindow = windowMs;
       for (const atMs of cutMoments(seed, trialWindow, o.twiceShare ?? 0.3)) {
-        journalBeforeLast = journalOk(d.state);
+        journalBeforeLast = finishedTasks(d.state);
         const startedAt = performance.now();
         const { child, exit } = start(d, ++runs);
         const early = await Promise.race([exit.then((code) => ({ code })), new Promise<undefined>((r) => setTimeout(r, atMs))]);
@@ -253,7 +250,7 @@ export async function runPowerLoss(o: PowerLossOptions): Promise<PowerLossResult
       }
       // Restarted until it finishes (a few times at most: a run that fails is a finding too).
       while (!finished && exits.filter((e) => e !== 0).length < 3) {
-        journalBeforeLast = journalOk(d.state);
+        journalBeforeLast = finishedTasks(d.state);
         const code = await runToEnd(d, ++runs);
         exits.push(code);
         if (code === 0) finished = true;

@@ -1,6 +1,6 @@
 // A TCP proxy for the http source tests: connection n is cut (or goes silent) after plan[n]
 // answer bytes, headers included, so resumes can be tried at exact offsets.
-import net from 'node:net';
+import { startTcpRelay } from '../../src/lab/tcp-relay.ts';
 
 export type Step = { cutAfter: number } | { stallAfter: number } | undefined;
 
@@ -12,18 +12,9 @@ export interface Proxy {
 }
 
 export async function startProxy(targetPort: number, plan: Step[]): Promise<Proxy> {
-  const sockets = new Set<net.Socket>();
   let count = 0;
-  const server = net.createServer((client) => {
+  const relay = await startTcpRelay(targetPort, (client, upstream) => {
     const step = plan[count++];
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
     client.pipe(upstream);
     const limit = step && ('cutAfter' in step ? step.cutAfter : step.stallAfter);
     let sent = 0;
@@ -52,13 +43,5 @@ export async function startProxy(targetPort: number, plan: Step[]): Promise<Prox
     });
     upstream.on('end', () => client.end());
   });
-  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
-  return {
-    url: `http://127.0.0.1:${port}`,
-    connections: () => count,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+  return { url: relay.url, connections: () => count, close: relay.close };
 }

@@ -2,7 +2,7 @@
 // to know which request a keep-alive connection is answering, and drops the connection in
 // the middle of the answers whose path matches — a network that fails mid-download, for the
 // downloads that are meant to survive it (images), not for those that cannot (iPXE's).
-import net from 'node:net';
+import { startTcpRelay } from '../../src/lab/tcp-relay.ts';
 
 export interface CuttingProxy {
   url: string;
@@ -19,17 +19,8 @@ export interface CutPlan {
 }
 
 export async function startCuttingProxy(targetPort: number, plan: CutPlan): Promise<CuttingProxy> {
-  const sockets = new Set<net.Socket>();
   const cuts: CuttingProxy['cuts'] = [];
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
+  const relay = await startTcpRelay(targetPort, (client, upstream) => {
     let path = '';
     let relayed = 0;
     client.on('data', (chunk: Buffer) => {
@@ -58,14 +49,5 @@ export async function startCuttingProxy(targetPort: number, plan: CutPlan): Prom
     });
     upstream.on('end', () => client.end());
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    cuts,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+  return { url: relay.url, cuts, close: relay.close };
 }
