@@ -10,16 +10,14 @@
 //   gzip -dc (child process, piped)          1.56 s  (215 MB/s)
 // so gzip stays in-process: zlib inflates in the libuv threadpool, off the
 // main thread, and saves the pipe copies a child process costs.
-import { execFileSync, spawn, type ChildProcessByStdio } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
+import { resolve } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import type { Readable, Writable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Compression } from '../types.ts';
 import { onPath } from '../../which.ts';
+import { toolOutput, type SegmentOptions, type Segments } from './tool-output.ts';
 
 export { detectCompression, DETECT_HEAD_BYTES } from './detect.ts';
 
@@ -229,11 +227,11 @@ function processStream(name: string, path: string, args: string[]): Duplex {
 
 /**
  * The image bytes of the program for `kind`, given either a local file to read itself or the
- * compressed bytes to feed its stdin. Its output goes to a FIFO that node reads into one reused
- * buffer (net.Socket `onread`) instead of a pipe stream, which allocates 64 KiB per read: at GiB/s
- * that external memory made V8 run a full GC every few tens of MiB. Each chunk is valid until the
- * next is asked for. `chunks` ends only after the program exited cleanly having read all of its
- * input; stopping early (return, or `stop`) kills it.
+ * compressed bytes to feed its stdin. Its output goes to a unix socket that node reads into two
+ * reused segments (tool-output.ts) instead of a pipe stream, which allocates 64 KiB per read: at
+ * GiB/s that external memory made V8 run a full GC every few tens of MiB. Each chunk is valid
+ * until the next is asked for. `chunks` ends only after the program exited cleanly having read
+ * all of its input; stopping early (return, or `stop`) kills it. A missing program throws here.
  */
 export function toolChunks(
   kind: Exclude<Compression, 'none' | 'gzip'>,
@@ -243,62 +241,30 @@ export function toolChunks(
     args?: string[];
     /** `input` reuses its buffers: each chunk is written out before the next is asked for. */
     reusedInput?: boolean;
+    /** The output buffers: two of 1 MiB by default. */
+    segments?: SegmentOptions;
   } = {},
 ): { chunks: AsyncGenerator<Buffer>; stop(): void } {
   const found = findTool(kind);
   const { name, path } = found;
   const args = opts.args ?? found.args;
-  const out = fifo();
   const fromFile = typeof input === 'string';
-  // An absolute path cannot be taken for an option, whatever the file is called.
-  const child = spawn(path, fromFile ? [...args, resolve(input)] : args, { stdio: [fromFile ? 'ignore' : 'pipe', out.writeFd, 'pipe'], argv0: name });
-  closeSync(out.writeFd);
-  const stderr = keepStderr(child as { stderr: Readable });
-  const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.once('close', (code, signal) => r([code, signal])));
+  let child: ChildProcess | undefined;
+  let output: Segments | undefined;
   let failed: Error | undefined;
-  let ready: Buffer | undefined;
-  let ended = false;
-  let wake: (() => void) | undefined;
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
+  let stopped = false;
   const fail = (e: Error) => {
     failed ??= e;
-    notify();
+    output?.destroy(e);
   };
-  // `onread` is documented for sockets; @types/node only declares it on connect options.
-  const sock = new Socket({
-    fd: out.readFd,
-    readable: true,
-    writable: false,
-    onread: {
-      buffer: Buffer.allocUnsafe(1024 * 1024),
-      callback: (n: number, buf: Uint8Array) => {
-        ready = Buffer.from(buf.buffer, buf.byteOffset, n);
-        notify();
-        return false; // paused until the consumer has used the chunk
-      },
-    },
-  } as ConstructorParameters<typeof Socket>[0]);
-  sock.on('end', () => {
-    ended = true;
-    notify();
-  });
-  sock.on('error', (e) => fail(new Error(`${name}: reading its output failed: ${e.message}`)));
-  child.once('error', (e: NodeJS.ErrnoException) => fail(startError(name, path, e)));
-  let stopped = false;
   const stop = () => {
     stopped = true;
-    notify();
-    sock.destroy();
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    output?.destroy(new Error('stopped'));
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
   // Feeds stdin with backpressure. EPIPE: the program stopped reading (it failed, or its data
   // ended before the input did): its exit status tells which.
   let dropped = false;
-  const fed = fromFile ? Promise.resolve() : feed(child.stdin as Writable, input);
   async function feed(stdin: Writable, src: AsyncIterable<Buffer>): Promise<void> {
     let gone = false;
     stdin.on('error', (e: NodeJS.ErrnoException) => {
@@ -322,18 +288,47 @@ export function toolChunks(
       stop();
     }
   }
+  async function start() {
+    const { writeEnd, reader } = await toolOutput(opts.segments);
+    output = reader;
+    if (stopped) {
+      writeEnd.destroy();
+      reader.destroy(new Error('stopped'));
+      throw new Error('stopped');
+    }
+    let c: ChildProcess;
+    try {
+      // An absolute path cannot be taken for an option, whatever the file is called.
+      c = spawn(path, fromFile ? [...args, resolve(input)] : args, { stdio: [fromFile ? 'ignore' : 'pipe', writeEnd, 'pipe'], argv0: name });
+    } finally {
+      // The child has its own copy.
+      writeEnd.destroy();
+    }
+    child = c;
+    const stderr = keepStderr(c as { stderr: Readable });
+    const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => c.once('close', (code, signal) => r([code, signal])));
+    c.once('error', (e: NodeJS.ErrnoException) => fail(startError(name, path, e)));
+    const fed = fromFile ? Promise.resolve() : feed(c.stdin as Writable, input);
+    return { reader, stderr, closed, fed };
+  }
+  const started = start();
+  // Stopped before anyone asked for a chunk: nobody else awaits `started`.
+  started.catch(() => undefined);
+
   async function* chunks(): AsyncGenerator<Buffer> {
     let ok = false;
     try {
+      const { reader, stderr, closed, fed } = await started;
       for (;;) {
-        while (ready === undefined && !ended && !failed && !stopped) await new Promise<void>((r) => (wake = r));
-        if (failed) throw failed;
-        if (stopped) throw new Error('stopped');
-        if (ready === undefined) break;
-        const c = ready;
-        ready = undefined;
+        let c: Buffer | undefined;
+        try {
+          c = await reader.next();
+        } catch (e) {
+          if (failed) throw failed;
+          throw stopped ? new Error('stopped') : new Error(`${name}: reading its output failed: ${(e as Error).message}`);
+        }
+        if (!c) break;
         yield c;
-        sock.resume();
       }
       const [code, signal] = await closed;
       // A failed program is reported at once: its input may never be taken again.
@@ -345,7 +340,7 @@ export function toolChunks(
       ok = true;
     } finally {
       if (!ok) stop();
-      sock.destroy();
+      output?.destroy(new Error('stopped'));
     }
   }
   return { chunks: chunks(), stop };
@@ -362,21 +357,6 @@ export function drainedOrClosed(w: Writable): Promise<void> {
     };
     w.on('drain', done).on('close', done);
   });
-}
-
-/** A FIFO already opened at both ends and unlinked: the read end non-blocking, for a net.Socket. */
-function fifo(): { readFd: number; writeFd: number } {
-  const dir = mkdtempSync(join(tmpdir(), 'bootline-fifo-'));
-  try {
-    const path = join(dir, 'out');
-    execFileSync('mkfifo', ['-m', '0600', path]);
-    const readFd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-    // Does not block: the read end is open.
-    const writeFd = openSync(path, constants.O_WRONLY);
-    return { readFd, writeFd };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
 }
 
 function findTool(kind: Exclude<Compression, 'none' | 'gzip'>): { name: string; path: string; args: string[] } {

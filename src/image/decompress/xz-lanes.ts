@@ -25,6 +25,8 @@ const ZEROS = Buffer.alloc(SEGMENT);
 const INPUT_SLACK = 1024 * 1024;
 /** Beyond four, xz's output is faster than any disk here and the lanes only cost memory. */
 const MAX_LANES = 4;
+/** Each lane's xz output buffers: a single-threaded xz writes at tens of MB/s, and lanes add up. */
+const LANE_OUTPUT = { size: 512 * 1024, count: 2 };
 const LANE_ARGS = ['-dc', '-q', '-T1'];
 
 /** How many lanes pay off: one per core, as many as the budget holds whole blocks ahead, and at least two blocks. */
@@ -158,7 +160,9 @@ export function xzLanes(
   const inputCap = Math.max(...blocks.map((b) => b.totalSize)) + INPUT_SLACK;
   for (let i = 0; i < lanes; i++) {
     const channel = typeof input === 'function' ? undefined : new Channel(inputCap);
-    const tool = channel ? toolChunks('xz', channel, { args: LANE_ARGS }) : toolChunks('xz', readBlocks(input as RangeReader, i), { args: LANE_ARGS, reusedInput: true });
+    const tool = channel
+      ? toolChunks('xz', channel, { args: LANE_ARGS, segments: LANE_OUTPUT })
+      : toolChunks('xz', readBlocks(input as RangeReader, i), { args: LANE_ARGS, reusedInput: true, segments: LANE_OUTPUT });
     const lane: Lane = { ...(channel ? { input: channel } : {}), tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
     const sizes = (laneBlocks[i] as XzLayout['blocks']).map((b) => b.uncompSize);
     lane.done = collect(lane, i, sizes);
