@@ -17,6 +17,7 @@ import { createReadStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
+import { AGENT_NODE_OPTIONS } from '../src/agent/node-options.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -207,7 +208,7 @@ try {
     }
     return median(t);
   };
-  const rawWrite = await medianOf(process.execPath, [BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
+  const rawWrite = await medianOf(process.execPath, [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
   const limits: Record<string, number> = { raw: rawWrite };
   for (const f of FORMATS.filter((x) => x !== 'raw')) {
     limits[f] = Math.max(await medianOf('sh', ['-c', `${decompress[f]!.join(' ')} '${file(f)}' > /dev/null`]), rawWrite);
@@ -222,7 +223,7 @@ try {
         row.bmaptool.push((await timed('bmaptool', ['-q', 'copy', src, loop])).seconds);
         dropCaches();
         log(`bootline ${f} ${transport} #${i + 1}`);
-        const b = await timed(process.execPath, [BUNDLE, 'image', '-q', 'copy', src, loop]);
+        const b = await timed(process.execPath, [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', src, loop]);
         row.bootline.push(b.seconds);
         row.rss.push(b.peakMiB);
       }
@@ -238,6 +239,7 @@ const cpu = cpus()[0]?.model ?? 'unknown CPU';
 const lines = [
   `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}, bmaptool ${sh('bmaptool', ['--version']).trim().split(' ').pop()}.`,
   `Image: ${SIZE_GIB} GiB GPT (64 MiB FAT ESP + ext4 root of real files), ${(mappedBytes / 2 ** 30).toFixed(2)} GiB mapped; target: a loop device; page cache dropped before each run; median of ${RUNS}.`,
+  `bootline runs as its launchers start it (\`node ${AGENT_NODE_OPTIONS.join(' ')}\`, src/agent/node-options.ts).`,
   'Peak RSS is of the whole process tree: node plus its decompressors. The limit is the slower of decompression alone (node\'s zlib for gz, `xz -dc -T0` for xz, `zstd -dc` for zst) and writing the raw mapped data alone (`bootline image copy --no-verify` of the raw image).',
   '',
   '| format | source | bmaptool copy (s) | bootline image copy (s) | speed-up | bootline peak RSS (MiB) | limit (s) | bootline vs limit |',

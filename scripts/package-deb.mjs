@@ -27,7 +27,8 @@ export function packageDeb({ out = join(ROOT, 'dist'), bundle = join(ROOT, 'dist
     };
     const doc = 'usr/share/doc/bootline-agent';
     put('usr/lib/bootline/bootline.mjs', readFileSync(bundle), 0o755);
-    put('usr/bin/bootline', '#!/bin/sh\n# The bootline agent and tools, on Debian\'s node.\nexec /usr/bin/node /usr/lib/bootline/bootline.mjs "$@"\n', 0o755);
+    // The node options are src/agent/node-options.ts's (this script runs without TypeScript).
+    put('usr/bin/bootline', '#!/bin/sh\n# The bootline agent and tools, on Debian\'s node.\nexec /usr/bin/node --max-semi-space-size=1 /usr/lib/bootline/bootline.mjs "$@"\n', 0o755);
     put('usr/lib/systemd/system/bootline.service', readFileSync(join(ROOT, 'packaging', 'systemd', 'bootline.service')));
     put('etc/bootline/config.yaml', readFileSync(join(SRC, 'config.yaml')));
     put(`${doc}/copyright`, copyright(bundle));

@@ -2,13 +2,10 @@
 import type { Command } from 'commander';
 import { runFleet } from '../lab/fleet-sim.ts';
 import { wholeNumber } from './whole-number.ts';
+import { AGENT_NODE_OPTIONS } from '../agent/node-options.ts';
 
-/**
- * node's young generation for each agent: 1 MiB semi-spaces instead of 16. An agent keeps
- * little garbage; this takes its peak memory from about 42 to 33 MiB (measured with 50
- * agents, docs/reliability.md), which is what lets 500 of them run on 24 GiB.
- */
-export const DEFAULT_AGENT_NODE_OPTIONS = '--max-semi-space-size=1';
+/** As on a device (node-options.ts): what lets 500 agents run on 24 GiB (docs/reliability.md). */
+const DEFAULT_AGENT_NODE_OPTIONS = AGENT_NODE_OPTIONS.join(' ');
 
 export function registerLabSim(lab: Command): void {
   lab

@@ -12,6 +12,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readlinkSync, rename
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DEFAULT_LAB_CACHE } from '../../src/lab/debian-packages.ts';
+import { AGENT_NODE_OPTIONS } from '../../src/agent/node-options.ts';
 import { tempDir } from '../helpers.ts';
 
 const execFile = promisify(execFileCb);
@@ -87,6 +88,8 @@ test('the .deb installs on Debian 13 with dpkg, enables its unit, and runs --ver
   assert.match(readlinkSync(wants), /\/systemd\/system\/bootline\.service$/, 'the unit is enabled');
 
   assert.equal(inRoot('bootline', '--version').trim(), VERSION);
+  // The launcher gives node the agent's options (written out in scripts/package-deb.mjs).
+  assert.match(readFileSync(join(root, 'usr', 'bin', 'bootline'), 'utf8'), new RegExp(`^exec /usr/bin/node ${AGENT_NODE_OPTIONS.join(' ')} /usr/lib/bootline/bootline\\.mjs "\\$@"$`, 'm'));
   assert.match(inRoot('node', '--version'), /^v(2\d|[3-9]\d)\./, "trixie's nodejs");
 
   writeFileSync(join(root, 'tmp', 'cmdline'), 'quiet\n');

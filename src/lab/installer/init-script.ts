@@ -1,6 +1,7 @@
 // The installer's /init (PID 1, busybox sh) and the small scripts around it. Kept short:
 // mount, load modules, DHCP, install data, agent, and what to do when the agent exits.
 // Kernel parameters it reads are documented in docs/lab.md ("The installer").
+import { AGENT_NODE_OPTIONS } from '../../agent/node-options.ts';
 
 /** Where the installer keeps its own files. */
 export const INIT_PATHS = {
@@ -184,7 +185,7 @@ exit 0
 /** /usr/bin/bootline: the agent bundle on the node copied from the build host. */
 export function agentWrapper(): string {
   return `#!/bin/sh
-exec /usr/bin/node /${INIT_PATHS.agent} "$@"
+exec /usr/bin/node ${AGENT_NODE_OPTIONS.join(' ')} /${INIT_PATHS.agent} "$@"
 `;
 }
 
