@@ -5,8 +5,9 @@
 // under strace); an agent killed in that window used to run the script again on restart. The
 // wrapper's write follows the script's exit within the shell's own wait, so a restarted agent
 // that finds the journal saying "running" and the witness present knows the script ended.
-// It shrinks the window; it cannot close it (a kill between the exit and the write remains),
-// and it is not fsynced: after a real power loss the journal (fsynced) is what counts.
+// It shrinks the window; it cannot close it (a kill between the exit and the write remains).
+// The witness is then made durable (`sync FILE DIR`: coreutils fsyncs each), so that it also
+// counts after a real power loss where the state dir is on a disk, as the journal does.
 import { accessSync, constants, existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -14,8 +15,11 @@ import { constants as osConstants } from 'node:os';
 const SHELL = '/bin/sh';
 const PREFIX = 'exited-ok-';
 
-/** `$1` is the witness file; the rest is the command. The script's status is passed on. */
-const WRAPPER = 'w=$1; shift; "$@"; s=$?; if [ "$s" -eq 0 ]; then : > "$w"; fi; exit "$s"';
+/**
+ * `$1` is the witness file; the rest is the command. The script's status is passed on. The file
+ * is created first and synced after: its creation is what a killed agent's restart looks for.
+ */
+const WRAPPER = 'w=$1; shift; "$@"; s=$?; if [ "$s" -eq 0 ]; then : > "$w"; sync "$w" "${w%/*}" 2>/dev/null; fi; exit "$s"';
 
 /** Where the witness of a task with this definition hash lives. */
 export function witnessPath(stateDir: string, definition: string): string {
