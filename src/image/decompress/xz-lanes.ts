@@ -10,8 +10,12 @@ import { toolChunks } from './index.ts';
 import type { RangeReader } from '../sources/pooled-read.ts';
 import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-index.ts';
 
-/** What lanes that run ahead of the one being read may hold in all (the image's bytes, decompressed). */
-export const LOOKAHEAD_BUDGET = 32 * 1024 * 1024;
+/**
+ * What lanes that run ahead of the one being read may hold in all (the image's bytes,
+ * decompressed): one block of `xz -6 -T0` (24 MiB). 32 MiB took node's peak over HTTP from
+ * 127-129 to 132-135 MB at the same speed (the benchmark's image, 2 lanes).
+ */
+export const LOOKAHEAD_BUDGET = 24 * 1024 * 1024;
 /** The lane being read keeps at most this much ready. */
 const CURRENT_CAP = 4 * 1024 * 1024;
 const SEGMENT = 1024 * 1024;
