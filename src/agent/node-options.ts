@@ -1,5 +1,5 @@
 // The options every launcher of the agent bundle gives node (the installer's /usr/bin/bootline,
-// the Debian package's, `lab sim`'s agents, the image benchmark).
+// the Debian package's and its systemd unit, `lab sim`'s agents, the image benchmark).
 //
 // 1 MiB semi-spaces instead of 16: V8 grows its young generation as a process allocates, and
 // the agent keeps little garbage (its image buffers are reused, outside the heap). Measured: an
