@@ -6,7 +6,7 @@
 // wrapper's write follows the script's exit within the shell's own wait, so a restarted agent
 // that finds the journal saying "running" and the witness present knows the script ended.
 // It shrinks the window; it cannot close it (a kill between the exit and the write remains).
-// The witness is then made durable (`sync FILE DIR`: coreutils fsyncs each), so that it also
+// The witness is then made durable (`sync FILE DIR`: coreutils and busybox fsync each), so it also
 // counts after a real power loss where the state dir is on a disk, as the journal does.
 import { accessSync, constants, existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
