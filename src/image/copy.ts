@@ -141,7 +141,7 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
         : undefined;
     // Bytes outside the spans still to write are never looked at, unless a whole-image hash needs them.
     const needed = spans && !o.sha256 && !srcHash ? spansMeet(spans.filter((s) => !identical.has(s))) : undefined;
-    img = await openImage(source, 0, undefined, signal, onRaw, needed);
+    img = await openImage(source, 0, undefined, signal, { onRaw, needed, imageSize: bmap?.imageSize });
     const compression = img.compression;
     log(`image ${source.display}: ${compression === 'none' ? 'not compressed' : `${compression}-compressed`}${img.decoder ? ` (${img.decoder})` : ''}${bmap ? `, bmap maps ${formatBytes(mappedBytes ?? 0)} of ${formatBytes(bmap.imageSize)}` : ', no bmap: writing every byte'}`);
     if (compression === 'none' && srcSize !== undefined) {
@@ -277,7 +277,7 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
       for (const spansToFix of passes) {
         const first = spansToFix[0] as Span;
         const offset = compression === 'none' ? first.start : 0;
-        img = await openImage(source, offset, compression, signal);
+        img = await openImage(source, offset, compression, signal, { imageSize: bmap?.imageSize });
         const walker = new Walker(spansToFix, w, algo, target.size, target.path);
         let pos = offset;
         for await (const chunk of img.chunks as AsyncIterable<Buffer>) {

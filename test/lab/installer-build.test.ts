@@ -112,7 +112,7 @@ test('the manifest says what is in the installer, and the initramfs holds the to
     'init', 'dev/console', 'usr/bin/node', 'usr/lib/bootline/bootline.mjs', 'usr/bin/bootline', 'usr/bin/busybox', 'usr/bin/sh',
     'usr/sbin/sfdisk', 'usr/sbin/blkdiscard', 'usr/bin/lsblk', 'usr/sbin/blockdev', 'usr/sbin/losetup', 'usr/sbin/wipefs', 'usr/sbin/mke2fs', 'usr/sbin/e2fsck',
     'usr/sbin/resize2fs', 'usr/sbin/mkfs.vfat', 'usr/sbin/cryptsetup', 'usr/bin/tpm2_getcap', 'usr/sbin/dmidecode', 'usr/bin/efibootmgr', 'usr/bin/zstd', 'usr/bin/xz',
-    'usr/bin/lbzip2', 'usr/bin/lz4', 'usr/bin/gzip', 'usr/sbin/modprobe', 'usr/sbin/udhcpc', 'etc/ssl/certs/ca-certificates.crt',
+    'usr/bin/lbzip2', 'usr/bin/lz4', 'usr/bin/gzip', 'usr/bin/igzip', 'usr/sbin/modprobe', 'usr/sbin/udhcpc', 'etc/ssl/certs/ca-certificates.crt',
     `usr/lib/modules/${m.kernel.release}/modules.dep.bin`, `usr/lib/modules/${m.kernel.release}/kernel/drivers/block/virtio_blk.ko`,
     // disk encryption (encrypt-disk): systemd's TPM2 enrollment, its library and the TSS2 libraries it loads with dlopen, dm-crypt's modules
     'usr/bin/systemd-cryptenroll', 'usr/lib/systemd/systemd-cryptsetup', 'usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so',
@@ -242,7 +242,7 @@ test('the USB image boots under UEFI (OVMF) offline: systemd-boot, /install from
 const TOOLS = [
   'sfdisk -v', 'lsblk -V', 'blkdiscard -V', 'blockdev -V', 'wipefs -V', 'losetup -V', 'blkid -V', 'mke2fs -V', 'e2fsck -V', 'resize2fs -P /dev/null',
   'mkfs.vfat --help', 'cryptsetup --version', 'tpm2_getcap -v', 'dmidecode --version', 'efibootmgr --version', 'zstd -V', 'xz -V', 'lbzip2 -V',
-  'lz4 -V', 'gzip -V', 'bzip2 -V', 'modprobe -V', 'node -v', 'bootline --version',
+  'lz4 -V', 'gzip -V', 'igzip -V', 'bzip2 -V', 'modprobe -V', 'node -v', 'bootline --version',
   'systemd-cryptenroll --version', '/usr/lib/systemd/systemd-cryptsetup --help',
 ];
 const TOOLS_SCRIPT = `for c in ${TOOLS.map((t) => `'${t}'`).join(' ')}; do

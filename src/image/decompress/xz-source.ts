@@ -1,6 +1,7 @@
 // Reading an .xz image's block layout from the end of its source (a file, or HTTP/FTP/S3 with
 // ranges) before the image is streamed from its start.
 import type { Source } from '../types.ts';
+import { readRange } from '../sources/read-range.ts';
 import { parseFooter, parseIndex, XZ_FOOTER_BYTES, XZ_INDEX_MAX, XzIndexError, type XzLayout } from './xz-index.ts';
 
 /** One read from the end holds the footer and the index of any image with up to a few thousand blocks. */
@@ -23,13 +24,13 @@ export async function readXzTail(source: Source, signal?: AbortSignal): Promise<
   if (size === undefined || size < 2 * XZ_FOOTER_BYTES + 8) return undefined;
   try {
     let tailAt = Math.max(0, size - TAIL_BYTES);
-    let tail = await readRange(source, tailAt, size - tailAt, signal);
+    let tail = await readAll(source, tailAt, size - tailAt, signal);
     const { flags, indexSize } = parseFooter(tail.subarray(tail.length - XZ_FOOTER_BYTES));
     const trailerSize = indexSize + XZ_FOOTER_BYTES;
     if (indexSize > XZ_INDEX_MAX || trailerSize + 12 > size) throw new XzIndexError(`the xz footer gives an index of ${indexSize} bytes`);
     if (trailerSize > tail.length) {
       tailAt = size - trailerSize;
-      tail = await readRange(source, tailAt, trailerSize, signal);
+      tail = await readAll(source, tailAt, trailerSize, signal);
     }
     const trailer = Buffer.from(tail.subarray(tail.length - trailerSize));
     const layout = parseIndex(trailer.subarray(0, indexSize), flags, size);
@@ -40,20 +41,8 @@ export async function readXzTail(source: Source, signal?: AbortSignal): Promise<
   }
 }
 
-async function readRange(source: Source, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
-  const stream = await source.open(offset, signal);
-  const parts: Buffer[] = [];
-  let got = 0;
-  try {
-    for await (const c of stream as AsyncIterable<Buffer>) {
-      parts.push(c);
-      got += c.length;
-      if (got >= length) break;
-    }
-  } finally {
-    stream.destroy();
-  }
-  const all = Buffer.concat(parts);
-  if (all.length < length) throw new XzIndexError(`the image ended ${length - all.length} bytes before its size`);
-  return all.subarray(0, length);
+async function readAll(source: Source, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  const b = await readRange(source, offset, length, signal);
+  if (b.length < length) throw new XzIndexError(`the image ended ${length - b.length} bytes before its size`);
+  return b;
 }
