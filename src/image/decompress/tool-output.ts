@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, createServer, type NetConnectOpts, type Socket } from 'node:net';
+import { SegmentRing } from '../segment-ring.ts';
 
 export interface Segments {
   /** The next chunk: a view of a segment, valid until the next call. Undefined at the end. */
@@ -52,22 +53,16 @@ export async function toolOutput(opts: SegmentOptions = {}): Promise<{ writeEnd:
 }
 
 /**
- * Reads a socket into `count` reused segments of `size` bytes, each handed over whole: when it is
- * full, or at the first read while the consumer is waiting. Node asks for the buffer of the next
- * read right after each read (net.Socket `onread`), so every choice is made there: when the
- * consumer still holds every other segment, reading pauses with the next read aimed at the segment
- * it will give back first, and resumes when it has.
+ * Reads a socket into `count` reused segments of `size` bytes (a SegmentRing), each handed over
+ * whole: when it is full, or at the first read while the consumer is waiting. Node asks for the
+ * buffer of the next read right after each read (net.Socket `onread`), so every choice is made
+ * there: when the ring is blocked, reading pauses with the next read aimed at the segment the
+ * consumer gives back first, and resumes when it has.
  */
 export function segments(open: (onread: object) => Socket, { size = 1024 * 1024, count = 2 }: SegmentOptions = {}): Segments {
   if (count < 2 || size < MIN_ROOM * 2) throw new Error('segments: at least two segments of 128 KiB');
-  const segs = Array.from({ length: count }, () => Buffer.allocUnsafe(size));
-  let filling = 0;
-  let fill = 0;
-  /** Segments handed over and not yet taken, in order, with their lengths. */
-  const ready: { seg: number; length: number }[] = [];
-  /** The segment of the chunk the consumer was given last: it may use it until it asks again. */
-  let held: number | undefined;
-  /** Reading stopped until `filling` is given back. */
+  const ring = new SegmentRing(size, count);
+  /** Reading stopped until the ring is no longer blocked. */
   let paused = false;
   let ended = false;
   let failed: Error | undefined;
@@ -77,24 +72,14 @@ export function segments(open: (onread: object) => Socket, { size = 1024 * 1024,
     wake = undefined;
     w?.();
   };
-  const inUse = (i: number) => i === held || ready.some((r) => r.seg === i);
-  /** Queues the filling segment and picks the next; false when that one is still in use. */
-  const handOver = (): boolean => {
-    ready.push({ seg: filling, length: fill });
-    let next = segs.findIndex((_, i) => i !== filling && !inUse(i));
-    // None free: the one given back first (the held one, else the oldest queued).
-    if (next < 0) next = held ?? (ready[0] as { seg: number }).seg;
-    filling = next;
-    fill = 0;
-    notify();
-    return !inUse(next);
-  };
   const sock = open({
-    buffer: () => segs[filling]!.subarray(fill),
+    buffer: () => ring.room(),
     callback: (n: number) => {
-      fill += n;
-      if (size - fill >= MIN_ROOM && !(wake && ready.length === 0)) return true;
-      if (handOver()) return true;
+      ring.added(n);
+      if (size - ring.fill >= MIN_ROOM && !(wake && ring.queued === 0)) return true;
+      ring.handOver();
+      notify();
+      if (!ring.blocked) return true;
       paused = true;
       return false;
     },
@@ -110,23 +95,19 @@ export function segments(open: (onread: object) => Socket, { size = 1024 * 1024,
 
   return {
     async next() {
-      // The chunk given last is done with.
-      held = undefined;
-      if (paused && !inUse(filling)) {
+      ring.release();
+      if (paused && !ring.blocked) {
         paused = false;
         sock.resume();
       }
       for (;;) {
         if (failed) throw failed;
-        const c = ready.shift();
-        if (c) {
-          held = c.seg;
-          return segs[c.seg]!.subarray(0, c.length);
-        }
+        const c = ring.take();
+        if (c) return c;
         if (ended) {
-          if (fill === 0) return undefined;
+          if (ring.fill === 0) return undefined;
           // No read comes after the end: the last bytes can go whatever segment is next.
-          handOver();
+          ring.handOver();
           continue;
         }
         await new Promise<void>((r) => (wake = r));

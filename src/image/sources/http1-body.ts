@@ -6,6 +6,7 @@
 // Transfer-Encoding is streamed this way; anything else is left to node's client (`body` unset).
 import net from 'node:net';
 import { PermanentError, abortErrorOf } from './http.ts';
+import { SegmentRing } from '../segment-ring.ts';
 
 /** Bytes handed to the consumer at once. */
 export const SEGMENT = 1024 * 1024;
@@ -101,12 +102,8 @@ export function http1Get(
   let headBuf: Buffer | undefined = Buffer.allocUnsafe(MAX_HEAD);
   let headLen = 0;
 
-  // Body state: `segs[filling]` receives bytes; a full one waits in `ready` for the consumer.
-  let segs: [Buffer, Buffer] | undefined;
-  let filling: 0 | 1 | -1 = 0;
-  let fill = 0;
-  const ready: { i: 0 | 1; len: number }[] = [];
-  let held: 0 | 1 | -1 = -1;
+  // Body state: the ring's filling segment receives bytes; a full one waits for the consumer.
+  let ring: SegmentRing | undefined;
   /** Bytes of a read that did not fit: they stay in `readBuf` (the socket is paused) until a segment is free. */
   let left: { from: number; to: number } | undefined;
   let remaining = 0;
@@ -143,11 +140,7 @@ export function http1Get(
       rejectHead(e);
     }
     // Bytes already received are still handed on: the resume starts after them.
-    if (filling !== -1 && fill > 0 && segs) {
-      ready.push({ i: filling, len: fill });
-      filling = -1;
-      fill = 0;
-    }
+    if (ring && !ring.blocked && ring.fill > 0) ring.handOver();
     notify();
   };
   const armStall = (): void => {
@@ -159,23 +152,17 @@ export function http1Get(
 
   /** Copies body bytes into segments; returns false when the rest must wait for a free one. */
   const take = (buf: Buffer, from: number, to: number): boolean => {
-    const s = segs as [Buffer, Buffer];
+    const r = ring as SegmentRing;
     while (from < to && remaining > 0) {
-      if (filling === -1) {
+      if (r.blocked) {
         left = { from, to };
         return false;
       }
-      const n = Math.min(to - from, SEGMENT - fill, remaining);
-      buf.copy(s[filling], fill, from, from + n);
-      fill += n;
+      const n = buf.copy(r.room(), 0, from, Math.min(to, from + remaining));
+      r.added(n);
       from += n;
       remaining -= n;
-      if (fill === SEGMENT || remaining === 0) {
-        ready.push({ i: filling, len: fill });
-        fill = 0;
-        const other = filling === 0 ? 1 : 0;
-        filling = held === other || ready.some((r) => r.i === other) ? -1 : other;
-      }
+      if (r.fill === SEGMENT || remaining === 0) r.handOver();
     }
     if (remaining === 0 && !complete) {
       complete = true;
@@ -207,11 +194,11 @@ export function http1Get(
       return false;
     }
     fastPathStats.bodies++;
-    segs = [Buffer.allocUnsafeSlow(SEGMENT), Buffer.allocUnsafeSlow(SEGMENT)];
+    ring = new SegmentRing(SEGMENT, 2);
     remaining = length as number;
     resolveHead({ head, body });
     const more = take(rest, restFrom, restTo);
-    if (remaining === 0 && ready.length === 0) notify();
+    if (remaining === 0 && ring.queued === 0) notify();
     return more;
   };
 
@@ -284,12 +271,10 @@ export function http1Get(
 
   /** Frees the held segment, moves waiting bytes into it and lets the socket read again. */
   const release = (): void => {
-    if (held === -1) return;
-    const freed = held;
-    held = -1;
-    if (filling === -1 && !failure) {
-      filling = freed;
-      fill = 0;
+    const r = ring as SegmentRing;
+    const wasBlocked = r.blocked;
+    r.release();
+    if (wasBlocked && !r.blocked && !failure) {
       if (left) {
         const { from, to } = left;
         left = undefined;
@@ -307,11 +292,8 @@ export function http1Get(
     async next(): Promise<Buffer | undefined> {
       release();
       for (;;) {
-        const r = ready.shift();
-        if (r) {
-          held = r.i;
-          return (segs as [Buffer, Buffer])[r.i].subarray(0, r.len);
-        }
+        const c = (ring as SegmentRing).take();
+        if (c) return c;
         if (complete) return undefined;
         if (failure) throw failure;
         await new Promise<void>((r) => (wake = r));
