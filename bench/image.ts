@@ -199,18 +199,19 @@ try {
   const decompress: Record<string, string[]> = { gz: ['igzip', '-dc'], xz: ['xz', '-dc', '-T0'], zst: ['zstd', '-dc'] };
   // Each limit is a median over the same number of runs as the copies (a single cold
   // first run measured noticeably slower than the rest).
-  const medianOf = async (cmd: string, a: string[]) => {
+  const medianOf = async (what: string, cmd: string, a: string[]) => {
     const t: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       dropCaches();
       t.push((await timed(cmd, a)).seconds);
+      log(`limit: ${what} #${i + 1}: ${t.at(-1)!.toFixed(2)} s`);
     }
     return median(t);
   };
-  const rawWrite = await medianOf(process.execPath, [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
+  const rawWrite = await medianOf('raw write', process.execPath, [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
   const limits: Record<string, number> = { raw: rawWrite };
   for (const f of FORMATS.filter((x) => x !== 'raw')) {
-    limits[f] = Math.max(await medianOf('sh', ['-c', `${decompress[f]!.join(' ')} '${file(f)}' > /dev/null`]), rawWrite);
+    limits[f] = Math.max(await medianOf(`${f} decompression`, 'sh', ['-c', `${decompress[f]!.join(' ')} '${file(f)}' > /dev/null`]), rawWrite);
   }
   for (const transport of TRANSPORTS) {
     for (const f of FORMATS) {
@@ -218,13 +219,15 @@ try {
       const src = transport === 'http' ? url(f) : file(f);
       for (let i = 0; i < RUNS; i++) {
         dropCaches();
-        log(`bmaptool ${f} ${transport} #${i + 1}`);
-        row.bmaptool.push((await timed('bmaptool', ['-q', 'copy', src, loop])).seconds);
+        const m = await timed('bmaptool', ['-q', 'copy', src, loop]);
+        row.bmaptool.push(m.seconds);
+        log(`bmaptool ${f} ${transport} #${i + 1}: ${m.seconds.toFixed(2)} s`);
         dropCaches();
-        log(`bootline ${f} ${transport} #${i + 1}`);
         const b = await timed(process.execPath, [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', src, loop]);
         row.bootline.push(b.seconds);
         row.rss.push(b.peakMiB);
+        // Each run, so that the spread behind a median can be reported.
+        log(`bootline ${f} ${transport} #${i + 1}: ${b.seconds.toFixed(2)} s, peak ${b.peakMiB.toFixed(0)} MiB`);
       }
       rows.push(row);
     }
