@@ -1,5 +1,6 @@
 // The pool of aligned write buffers: coalesces the copy engine's output into large positional writes with periodic syncs, apart from the walk that feeds it.
 import type { Target } from './target.ts';
+import { alignedBuffer } from './aligned-buffer.ts';
 
 /** Writes are cut at multiples of this (absolute target offsets), so devices see large aligned writes. */
 export const WRITE_SIZE = 4 * 1024 * 1024;
@@ -68,7 +69,8 @@ class Writer {
     }
     let buf = this.free.pop();
     if (!buf && this.allocated < POOL) {
-      buf = Buffer.allocUnsafe(WRITE_SIZE);
+      // Page-aligned, so that a block device writes them past the page cache (target.ts).
+      buf = alignedBuffer(WRITE_SIZE);
       this.allocated++;
     }
     while (!buf) {
