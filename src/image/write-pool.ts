@@ -1,6 +1,5 @@
 // The pool of aligned write buffers: coalesces the copy engine's output into large positional writes with periodic syncs, apart from the walk that feeds it.
 import type { Target } from './target.ts';
-import { alignedBuffer } from './aligned-buffer.ts';
 
 /** Writes are cut at multiples of this (absolute target offsets), so devices see large aligned writes. */
 export const WRITE_SIZE = 4 * 1024 * 1024;
@@ -69,8 +68,7 @@ class Writer {
     }
     let buf = this.free.pop();
     if (!buf && this.allocated < POOL) {
-      // Page-aligned, so that a block device writes them past the page cache (target.ts).
-      buf = alignedBuffer(WRITE_SIZE);
+      buf = Buffer.allocUnsafe(WRITE_SIZE);
       this.allocated++;
     }
     while (!buf) {
