@@ -1,6 +1,6 @@
 // Whether a .gz image may be decompressed by igzip, decided from its last bytes before it is
 // streamed. igzip stops quietly at bytes after the last gzip member that do not start another
-// one, where node's zlib (like gzip(1), which warns) fails on them. A gzip member ends with
+// one, where node's zlib fails on them (gzip(1) warns). A gzip member ends with
 // CRC32 and ISIZE, the size of its data mod 2^32 (RFC 1952, 2.3.1). When the file's last four
 // bytes are that of the whole image (known from its bmap), the file ends where a member ends,
 // and nothing follows that igzip could skip (short of bytes made to match). Anything else
