@@ -51,16 +51,16 @@ export async function openImage(
 ): Promise<OpenedImage> {
   const local = source.localPath;
   let xz: XzTail | undefined;
-  let gzipTool: boolean | undefined;
+  let gz: GzipChoice | undefined;
   if (local !== undefined) {
     const compression = known ?? detectCompression(await readHead(source, local, offset));
     if (compression === 'none') return { compression, ...pooledChunks(source, local, offset, signal, onRaw) };
     if (compression === 'xz' && offset === 0) xz = await multiBlockXz(source, signal);
-    if (compression === 'gzip') gzipTool = await igzipFor(source, offset, imageSize, signal);
+    if (compression === 'gzip') gz = await chooseGzip(source, offset, imageSize, signal);
     if (!onRaw && xz) return xzImage(xz, (r) => readRanges(local, r, signal), needed);
-    if (!onRaw && (readsFileItself(compression) || gzipTool) && offset === 0) {
+    if (!onRaw && (readsFileItself(compression) || gz?.igzip) && offset === 0) {
       const tool = toolChunks(compression, local);
-      return { compression, chunks: tool.chunks, destroy: tool.stop, decoder: describeGzip(compression, gzipTool) };
+      return { compression, chunks: tool.chunks, destroy: tool.stop, decoder: gz?.decoder };
     }
     known = compression;
   }
@@ -149,16 +149,16 @@ export async function openImage(
       },
     };
   }
-  if (compression === 'gzip' && gzipTool === undefined) {
+  if (compression === 'gzip' && gz === undefined) {
     try {
-      gzipTool = await igzipFor(source, offset, imageSize, signal);
+      gz = await chooseGzip(source, offset, imageSize, signal);
     } catch (e) {
       raw.destroy();
       throw e;
     }
   }
-  const decoder = describeGzip(compression, gzipTool);
-  if (pooled && (readsFileItself(compression) || gzipTool)) {
+  const decoder = gz?.decoder;
+  if (pooled && (readsFileItself(compression) || gz?.igzip)) {
     // The program's stdin is written chunk by chunk, each completed before the next is read.
     let tool: ReturnType<typeof toolChunks>;
     try {
@@ -179,7 +179,7 @@ export async function openImage(
   }
   let dec: Duplex;
   try {
-    dec = decompressor(compression, { reusedInput: pooled, gzipTool }).stream;
+    dec = decompressor(compression, { reusedInput: pooled, gzipTool: gz?.igzip }).stream;
   } catch (e) {
     raw.destroy();
     throw e;
@@ -210,23 +210,22 @@ export async function openImage(
   };
 }
 
-/** Whether a .gz image opened at `offset` goes through igzip rather than node's zlib. */
-async function igzipFor(source: Source, offset: number, imageSize: number | undefined, signal: AbortSignal | undefined): Promise<boolean> {
-  if (offset !== 0 || imageSize === undefined || !hasGzipTool()) return false;
+/** How a .gz image is decompressed, and the log's words for it. */
+interface GzipChoice {
+  igzip: boolean;
+  decoder: string;
+}
+
+/** igzip or node's zlib for a .gz image opened at `offset`; why zlib is said, as a slower copy than it could be is worth knowing about. */
+async function chooseGzip(source: Source, offset: number, imageSize: number | undefined, signal: AbortSignal | undefined): Promise<GzipChoice> {
+  if (!hasGzipTool()) return { igzip: false, decoder: "node's zlib; igzip, about 1.4 times as fast, is in the Debian package isal" };
+  const zlib = { igzip: false, decoder: "node's zlib: igzip takes a .gz image only with a bmap and a file that ends with the image's size" };
+  if (offset !== 0 || imageSize === undefined) return zlib;
   try {
-    return await gzipEndsWithImage(source, imageSize, signal);
+    return (await gzipEndsWithImage(source, imageSize, signal)) ? { igzip: true, decoder: 'igzip' } : zlib;
   } catch (e) {
     throw new Error(`reading the last bytes of the image ${source.display} failed: ${(e as Error).message}`);
   }
-}
-
-function describeGzip(compression: Compression, gzipTool: boolean | undefined): string | undefined {
-  if (compression !== 'gzip') return undefined;
-  if (gzipTool) return 'igzip';
-  // Said, as a slower copy than it could be is worth knowing about.
-  return hasGzipTool()
-    ? "node's zlib: igzip takes a .gz image only with a bmap and a file that ends with the image's size"
-    : "node's zlib; igzip, about 1.4 times as fast, is in the Debian package isal";
 }
 
 /** A multi-block .xz image decompressed in lanes (xz-lanes.ts). */
