@@ -3,6 +3,7 @@
 // the consumer, and which one the consumer holds. Pure: the producers (an HTTP body,
 // http1-body.ts; a program's output, tool-output.ts) do the I/O and pause their sockets while
 // the ring is blocked.
+import { BufferPool } from './buffer-pool.ts';
 
 export class SegmentRing {
   private readonly segs: Buffer[];
@@ -18,10 +19,19 @@ export class SegmentRing {
   constructor(
     readonly size: number,
     count: number,
+    /** Where the segments come from and, on dispose(), go back to. */
+    private readonly pool = new BufferPool(size, 0),
   ) {
     if (count < 2) throw new Error('a segment ring needs at least two segments');
-    // Outside V8's heap pages either way; allocUnsafeSlow keeps them out of node's shared pool.
-    this.segs = Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
+    if (pool.size !== size) throw new Error(`a pool of ${pool.size}-byte buffers cannot give ${size}-byte segments`);
+    this.segs = Array.from({ length: count }, () => pool.take());
+  }
+
+  /** Neither side uses the ring any more (no chunk is held): its segments go back to the pool. */
+  dispose(): void {
+    for (const s of this.segs.splice(0)) this.pool.give(s);
+    this.ready.length = 0;
+    this.held = undefined;
   }
 
   /** The filling segment is still queued or held: nothing may be written to it before it is given back. */
@@ -31,7 +41,9 @@ export class SegmentRing {
 
   /** Room left in the filling segment; while blocked, in the one that will be filled next. */
   room(): Buffer {
-    return (this.segs[this.filling] as Buffer).subarray(this.fill);
+    const seg = this.segs[this.filling];
+    if (!seg) throw new Error('the segment ring was disposed: nothing may be written to it');
+    return seg.subarray(this.fill);
   }
 
   /** `n` bytes were written at the start of room(). */
@@ -60,7 +72,7 @@ export class SegmentRing {
 
   /** Consumer: the next queued chunk, a view valid until release(); undefined when none is queued. */
   take(): Buffer | undefined {
-    const c = this.ready.shift();
+    const c = this.segs.length > 0 ? this.ready.shift() : undefined;
     if (!c) return undefined;
     this.held = c.seg;
     return (this.segs[c.seg] as Buffer).subarray(0, c.length);

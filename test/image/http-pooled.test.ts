@@ -165,6 +165,31 @@ describe('http downloads into reused buffers', () => {
     src.close();
   });
 
+  test('one body after another reads into the same segments; two at once never share one', { timeout: 10_000 }, async () => {
+    const src = source(`${base}/data.img`);
+    /** The body's bytes and the buffers its chunks were views of. */
+    const read = async (chunks: AsyncIterable<Buffer>) => {
+      const buffers = new Set<ArrayBufferLike>();
+      const parts: Buffer[] = [];
+      for await (const c of chunks) {
+        buffers.add(c.buffer);
+        parts.push(Buffer.from(c));
+        // Let another download run while this chunk is held.
+        await new Promise((r) => setImmediate(r));
+      }
+      return { buffers, data: Buffer.concat(parts) };
+    };
+    const first = await read(await src.openPooled(0));
+    const second = await read(await src.openPooled(0));
+    assert.equal(sha256(second.data), sha256(DATA));
+    assert.ok([...second.buffers].every((b) => first.buffers.has(b)), 'the second body was read into the first one\'s segments');
+    const [x, y] = await Promise.all([read(await src.openPooled(0)), read(await src.openPooled(MiB))]);
+    assert.equal(sha256(x.data), sha256(DATA));
+    assert.equal(sha256(y.data), sha256(DATA.subarray(MiB)));
+    assert.equal([...x.buffers].filter((b) => y.buffers.has(b)).length, 0, 'two bodies at once have segments of their own');
+    src.close();
+  });
+
   test('resumes after cuts inside the response headers, mid-segment and right after a segment', { timeout: 10_000 }, async () => {
     const proxy = await startProxy(Number(new URL(base).port), [{ cutAfter: 40 }, { cutAfter: 1.5 * MiB }, { cutAfter: MiB + 300 }, { cutAfter: 700_000 }]);
     try {

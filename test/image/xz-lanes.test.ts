@@ -156,12 +156,14 @@ test('an index that is not one whole stream, or is damaged, is not used', () => 
   assert.throws(() => parseFooter(Buffer.alloc(12)), /no xz stream footer/);
 });
 
-test('as many lanes as cores, as long as a block ahead fits the memory budget', () => {
+test('as many lanes as cores, as long as the lanes ahead (half a block each) fit the memory budget', () => {
   const blocks = (n: number, size: number) => ({ flags: Buffer.from([0, 4]), blocks: Array.from({ length: n }, (_, i) => ({ compOffset: 12 + i, totalSize: 8, unpaddedSize: 8, uncompOffset: i * size, uncompSize: size })) });
   assert.equal(laneCount(blocks(86, 24 << 20), 2), 2);
   assert.equal(laneCount(blocks(86, 24 << 20), 16), 2);
   assert.equal(laneCount(blocks(86, 4 << 20), 16), 4);
-  assert.equal(laneCount(blocks(86, LOOKAHEAD_BUDGET + 1), 8), 1);
+  assert.equal(laneCount(blocks(86, LOOKAHEAD_BUDGET), 8), 3);
+  assert.equal(laneCount(blocks(86, LOOKAHEAD_BUDGET * 2), 8), 2);
+  assert.equal(laneCount(blocks(86, LOOKAHEAD_BUDGET * 2 + 1), 8), 1);
   assert.equal(laneCount(blocks(1, 1 << 20), 8), 1);
   assert.equal(laneCount(blocks(86, 1 << 20), 1), 1);
 });

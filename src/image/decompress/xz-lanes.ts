@@ -12,10 +12,13 @@ import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-i
 
 /**
  * What lanes that run ahead of the one being read may hold in all (the image's bytes,
- * decompressed): one block of `xz -6 -T0` (24 MiB). 32 MiB took node's peak over HTTP from
- * 127-129 to 132-135 MB at the same speed (the benchmark's image, 2 lanes).
+ * decompressed). With n lanes busy, those ahead are on average half way through their blocks:
+ * (n - 1) / 2 blocks; 2 lanes of `xz -6 -T0` blocks (24 MiB) need 12 MiB, and the rest is slack
+ * for uneven lanes. Measured over HTTP with the benchmark's image (2 lanes, 4 runs each): 24 MiB
+ * 20.2-21.6 s at 117-119 MB node RSS, 18 MiB 20.7-21.7 s at 111-113 MB, 12 MiB 20.5-22.2 s at
+ * 104-105 MB (from a file 12 MiB was about 0.6 s slower than 24).
  */
-export const LOOKAHEAD_BUDGET = 24 * 1024 * 1024;
+export const LOOKAHEAD_BUDGET = 18 * 1024 * 1024;
 /** The lane being read keeps at most this much ready. */
 const CURRENT_CAP = 4 * 1024 * 1024;
 const SEGMENT = 1024 * 1024;
@@ -33,11 +36,11 @@ const MAX_LANES = 4;
 const LANE_OUTPUT = { size: 512 * 1024, count: 2 };
 const LANE_ARGS = ['-dc', '-q', '-T1'];
 
-/** How many lanes pay off: one per core, as many as the budget holds whole blocks ahead, and at least two blocks. */
+/** How many lanes pay off: one per core, as many as the budget keeps busy ((n - 1) / 2 blocks ahead), and at least two blocks. */
 export function laneCount(layout: XzLayout, cores = availableParallelism()): number {
   if (layout.blocks.length < 2) return 1;
   const largest = Math.max(...layout.blocks.map((b) => b.uncompSize));
-  return Math.max(1, Math.min(cores, MAX_LANES, layout.blocks.length, 1 + Math.floor(LOOKAHEAD_BUDGET / Math.max(largest, 1))));
+  return Math.max(1, Math.min(cores, MAX_LANES, layout.blocks.length, 1 + Math.floor((2 * LOOKAHEAD_BUDGET) / Math.max(largest, 1))));
 }
 
 /** A bounded queue of compressed bytes for one lane, read by its xz's stdin feeder. */
