@@ -131,6 +131,7 @@ test(
     assert.equal((await line.admin('POST', '/api/v1/rules', { match: 'default', action: 'run', plan: 'enc', priority: 100 })).status, 201);
 
     const started = Date.now();
+    note(`before the first boot (image, installer, server): ${((started - t0) / 1000).toFixed(0)} s`);
     lab = await startLab({ devices: 1, serverUrl: line.url, diskSize: '512M', memoryMiB: 1536, log: () => {} });
     const d = lab.devices[0]!;
     const tail = () => readFileSync(d.serialLog, 'latin1').split('\n').slice(-40).join('\n');
@@ -164,6 +165,8 @@ test(
     note(`boot 1: QEMU start to success ${((Date.now() - started) / 1000).toFixed(0)} s`);
     const [run1] = await runsOf(dev.id);
     const ev1 = await eventsOf(run1!.id);
+    const taskSeconds = (ev: EventRecord[]) => ev.filter((e) => e.type === 'task-end').reduce((n, e) => n + (e.body.durationMs ?? 0), 0) / 1000;
+    note(`boot 1: its tasks took ${taskSeconds(ev1).toFixed(0)} s of that`);
     for (const task of ['in-place-check', 'write-through-check']) {
       assert.equal(value(ev1, task, 'digest: '), digest, `${task}: the TPM alone opened the volume and every file is the image's\n${logLines(ev1).join('\n')}`);
       assert.equal(value(ev1, task, 'luks: '), '2 keyslots, tokens systemd-recovery+systemd-tpm2', 'a recovery key and the TPM; the temporary key is gone');
@@ -193,12 +196,16 @@ test(
     const boot2 = [script('recovery-check', CHECK('recovery'), { RK: rk }), deploy('deploy-again'), encrypt('in-place-cut', 'in-place'), script('after-cut-check', CHECK('tpm'))];
     assert.equal((await line.admin('PUT', '/api/v1/plans/enc', plan(boot2, 'reboot'))).status, 200);
     assert.equal((await line.admin('POST', `/api/v1/devices/${dev.id}/reprovision`)).status, 204);
+    const reprovisioned = Date.now();
     const run2 = await until('boot 2 starts its run', 600_000, async () => (await runsOf(dev.id))[1]);
+    note(`boot 2: reprovisioned to run start ${((Date.now() - reprovisioned) / 1000).toFixed(0)} s`);
+    const run2Seen = Date.now();
     await until('boot 2 is encrypting in place', 600_000, async () => {
       const ev = await eventsOf(run2.id);
       if (ev.some((e) => e.type === 'task-end' && e.body.status === 'failed')) throw new Error(`boot 2 failed:\n${logLines(ev).slice(-25).join('\n')}`);
       return logLines(ev).some((l) => l.startsWith('in-place-cut: ') && /encrypting in place/.test(l)) ? true : undefined;
     });
+    note(`boot 2: run start to encrypting in place ${((Date.now() - run2Seen) / 1000).toFixed(0)} s, of which recovery-check and deploy-again took ${taskSeconds(await eventsOf(run2.id)).toFixed(0)} s`);
     // The plan after the power cut: encrypt the disk as it is (a journal in RAM is lost with the power).
     const boot3 = [encrypt('in-place-cut', 'in-place'), script('after-cut-check', CHECK('tpm'))];
     assert.equal((await line.admin('PUT', '/api/v1/plans/enc', plan(boot3, 'poweroff'))).status, 200);
@@ -214,6 +221,7 @@ test(
     note(`boot 3: reset to power-off ${((Date.now() - cutAt) / 1000).toFixed(0)} s`);
     const runs = await runsOf(dev.id);
     const ev3 = await eventsOf(runs.at(-1)!.id);
+    note(`boot 3: its tasks took ${taskSeconds(ev3).toFixed(0)} s of that`);
     assert.equal(runs.at(-1)!.status, 'ok', logLines(ev3).join('\n'));
     assert.ok(logLines(ev3).some((l) => /in-place-cut: \/dev\/vda3: resuming the interrupted encryption/.test(l)), `the run resumed the reencryption:\n${logLines(ev3).join('\n')}`);
     assert.equal(value(ev3, 'after-cut-check', 'digest: '), digest, 'every file intact after the power cut');
