@@ -15,7 +15,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { buildInstaller, parseBuildOptions } from '../../src/lab/installer/build.ts';
 import { DEFAULT_LAB_CACHE } from '../../src/lab/debian-packages.ts';
@@ -197,8 +197,19 @@ test(
     assert.equal((await line.admin('PUT', '/api/v1/plans/enc', plan(boot2, 'reboot'))).status, 200);
     assert.equal((await line.admin('POST', `/api/v1/devices/${dev.id}/reprovision`)).status, 204);
     const reprovisioned = Date.now();
+    // When boot 2's stages show on the console: its kernel takes far longer to reach /init than
+    // boot 1's or boot 3's (the issue note of 2026-12-01 has the figures).
+    const serialFrom = statSync(d.serialLog).size;
+    const marks = ['iPXE 1', '.ipxe... ok', 'vmlinuz... ', 'initrd.img... ', 'Linux version', 'Run /init', 'starting the agent', 'enrolled with'];
+    const seenAt = new Map<string, number>();
+    const watch = setInterval(() => {
+      const text = readFileSync(d.serialLog, 'latin1').slice(serialFrom);
+      for (const m of marks) if (!seenAt.has(m) && text.includes(m)) seenAt.set(m, Date.now() - reprovisioned);
+    }, 250).unref(); // a failed wait below must not keep the process alive
     const run2 = await until('boot 2 starts its run', 600_000, async () => (await runsOf(dev.id))[1]);
     note(`boot 2: reprovisioned to run start ${((Date.now() - reprovisioned) / 1000).toFixed(0)} s`);
+    clearInterval(watch);
+    note(`boot 2 serial: ${[...seenAt].map(([m, t]) => `${JSON.stringify(m)} ${(t / 1000).toFixed(1)} s`).join(', ')}`);
     const run2Seen = Date.now();
     await until('boot 2 is encrypting in place', 600_000, async () => {
       const ev = await eventsOf(run2.id);
