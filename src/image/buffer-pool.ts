@@ -1,8 +1,7 @@
 // Spare buffers of one size, given back by short-lived users and handed out again. An xz lane
 // asks for each of its blocks with a request of its own, and each request's body needs 2 MiB of
-// segments: allocated afresh, those are external memory that V8 frees only at a GC, which it
-// lets pile up to tens of MiB first (measured: node's array buffers swung between 48 and
-// 71 MiB over one copy).
+// segments: allocated afresh, those are external memory that V8 frees only at a full GC, which
+// may not come for the whole copy (http1-body.ts has the figures).
 
 export class BufferPool {
   private readonly spare: Buffer[] = [];
