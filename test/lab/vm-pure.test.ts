@@ -67,6 +67,15 @@ describe('QEMU command line', () => {
     assert.equal(values(a, '-drive')[0], 'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd');
   });
 
+  test("TCG's code buffer: set with -accel (which -machine accel= cannot be mixed with), only under TCG", () => {
+    const a = qemuArgs({ ...base, tcgCodeBufferMiB: 128, firmware: { ...base.firmware, secureBoot: true } });
+    assert.deepEqual(values(a, '-machine'), ['q35,smm=on']);
+    assert.deepEqual(values(a, '-accel'), ['tcg,tb-size=128']);
+    const k = qemuArgs({ ...base, accel: 'kvm', tcgCodeBufferMiB: 128 });
+    assert.deepEqual(values(k, '-machine'), ['q35,accel=kvm']);
+    assert.deepEqual(values(k, '-accel'), []);
+  });
+
   test('firmware choice: empty VARS (Setup Mode) by default, Microsoft keys on request', () => {
     assert.deepEqual(chooseFirmware({ secureBoot: false, vars: 'empty' }), { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.fd', secureBoot: false });
     assert.equal(chooseFirmware({ secureBoot: true, vars: 'ms' }).varsTemplate, '/usr/share/OVMF/OVMF_VARS_4M.ms.fd');

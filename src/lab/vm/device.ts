@@ -24,6 +24,8 @@ export interface DeviceOptions {
   labDir: string;
   identity: DeviceIdentity;
   accel: Accel;
+  /** QemuDeviceSpec.tcgCodeBufferMiB. */
+  tcgCodeBufferMiB?: number;
   memoryMiB: number;
   cpus: number;
   diskBytes: number;
@@ -88,6 +90,7 @@ export async function startDevice(o: DeviceOptions): Promise<DeviceRecord> {
     const spec: QemuDeviceSpec = {
       name: `bootline-lab-${id.name}`,
       accel: o.accel,
+      ...(o.tcgCodeBufferMiB !== undefined ? { tcgCodeBufferMiB: o.tcgCodeBufferMiB } : {}),
       memoryMiB: o.memoryMiB,
       cpus: o.cpus,
       firmware: { code: o.firmware.code, vars: p.vars, secureBoot: o.firmware.secureBoot },

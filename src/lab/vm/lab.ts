@@ -50,6 +50,8 @@ export interface LabOptions {
   tpmModel?: TpmModel;
   /** "auto" (default) probes KVM once and falls back to TCG. */
   accel?: Accel | 'auto';
+  /** Under TCG, the size of QEMU's translated-code buffer (qemu-args.ts says why a test that boots a device again sets it). */
+  tcgCodeBufferMiB?: number;
   /** Check that the server answers /boot.ipxe before starting (default true). */
   checkServer?: boolean;
   /** Leave the devices running when this process exits (`bootline lab down` stops them). */
@@ -174,6 +176,7 @@ export async function startLab(o: LabOptions): Promise<Lab> {
         labDir: dir,
         identity,
         accel: accel.accel,
+        ...(o.tcgCodeBufferMiB !== undefined ? { tcgCodeBufferMiB: o.tcgCodeBufferMiB } : {}),
         memoryMiB: c.memoryMiB,
         cpus: c.cpus,
         diskBytes: c.diskBytes,
