@@ -17,10 +17,10 @@ export interface QemuDeviceSpec {
   name: string;
   accel: Accel;
   /**
-   * TCG's buffer of translated code (QEMU's tb-size; QEMU 7.2's default is 1 GiB). A reset
-   * keeps what it holds, so after a long first boot the next one wrote over pages that still
-   * carried translated code: the encryption lab's boot 2 took 86-99 s from the kernel's first
-   * console line to /init, 12 s with 128 MiB (2026-12-01).
+   * TCG's buffer of translated code (QEMU's tb-size; 1 GiB by default since QEMU 5.0). A reset
+   * keeps what it holds; after a long first boot, the encryption lab's boot 2 took 86-99 s
+   * from the kernel's first console line to /init, and 9-12 s with 128 MiB (2026-12-01).
+   * Probably the kernel writing over pages that still carried translated code: not proven.
    */
   tcgCodeBufferMiB?: number;
   memoryMiB: number;
