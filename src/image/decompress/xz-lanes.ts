@@ -7,6 +7,7 @@
 // LOOKAHEAD_BUDGET, in reused 1 MiB segments that never span two blocks.
 import { availableParallelism } from 'node:os';
 import { toolChunks } from './index.ts';
+import { BufferPool } from '../buffer-pool.ts';
 import type { RangeReader } from '../sources/pooled-read.ts';
 import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-index.ts';
 
@@ -138,7 +139,8 @@ export function xzLanes(
   for (let k = 0; k < laneOf.length; k++) if (laneOf[k] !== undefined) laneOf[k] = (laneOf[k] as number) % lanes;
   /** Each lane's blocks, in order. */
   const laneBlocks = Array.from({ length: lanes }, (_, i) => blocks.filter((_, k) => laneOf[k] === i));
-  const free: Buffer[] = [];
+  /** Segments the copy is done with; the budgets above bound how many there are. */
+  const free = new BufferPool(SEGMENT, Infinity);
   let current = 0;
   let failed: Error | undefined;
   let stopped = false;
@@ -193,7 +195,7 @@ export function xzLanes(
         let off = 0;
         while (off < c.length) {
           if (b >= sizes.length) throw new Error('xz: a block decompressed to more bytes than the image\'s index says: the image is corrupt');
-          seg ??= free.pop() ?? Buffer.allocUnsafeSlow(SEGMENT);
+          seg ??= free.take();
           const n = Math.min(c.length - off, SEGMENT - fill, left);
           c.copy(seg, fill, off, off + n);
           fill += n;
@@ -333,7 +335,7 @@ export function xzLanes(
           need -= seg.len;
           wakeAll();
           yield seg.buf.subarray(0, seg.len);
-          free.push(seg.buf);
+          free.give(seg.buf);
         }
       }
       await splitting;
