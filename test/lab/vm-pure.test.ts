@@ -274,6 +274,8 @@ describe('requirements and options, before anything starts', () => {
     assert.equal(checkLabOptions({ ...ok, diskSize: '2G' }).diskBytes, 2 ** 31);
     assert.match(thrown(LabError, () => checkLabOptions({ ...ok, devices: 0 })).message, /--devices must be a whole number from 1 to 250/);
     assert.match(thrown(LabError, () => checkLabOptions({ ...ok, memoryMiB: 64 })).message, /--memory/);
+    assert.match(thrown(LabError, () => checkLabOptions({ ...ok, tcgCodeBufferMiB: 0.5 })).message, /tcgCodeBufferMiB must be a whole number of MiB, at least 1, not 0.5/);
+    assert.equal(checkLabOptions({ ...ok, tcgCodeBufferMiB: 128 }).memoryMiB, 1024);
     assert.match(thrown(DiskSizeError, () => checkLabOptions({ ...ok, diskSize: 'big' })).message, /disk size "big"/);
     assert.match(thrown(LabError, () => checkLabOptions({ ...ok, usb: '/nonexistent/installer.img' })).message, /--usb \/nonexistent\/installer.img: no such file/);
     thrown(ChainScriptError, () => checkLabOptions({ ...ok, serverUrl: 'nope' }));

@@ -100,6 +100,8 @@ export function checkLabOptions(o: LabOptions): Checked {
   if (!Number.isInteger(memoryMiB) || memoryMiB < 256 || memoryMiB > 65536) throw new LabError(`--memory must be 256 to 65536 (MiB), not ${o.memoryMiB}`);
   const cpus = o.cpus ?? DEFAULTS.cpus;
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) throw new LabError(`--cpus must be 1 to 64, not ${o.cpus}`);
+  if (o.tcgCodeBufferMiB !== undefined && !(Number.isInteger(o.tcgCodeBufferMiB) && o.tcgCodeBufferMiB >= 1))
+    throw new LabError(`tcgCodeBufferMiB must be a whole number of MiB, at least 1, not ${o.tcgCodeBufferMiB}`);
   const id = o.id ?? randomBytes(3).toString('hex');
   if (!LAB_ID.test(id)) throw new LabError(`lab id ${JSON.stringify(id)} must be 1 to 32 letters, digits or "-"`);
   if (o.vars !== undefined && o.vars !== 'empty' && o.vars !== 'ms') throw new LabError(`--vars must be "empty" or "ms", not ${JSON.stringify(o.vars)}`);
