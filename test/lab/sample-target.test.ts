@@ -16,7 +16,7 @@ const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 describe('sample target image', () => {
   it('first boot prints the marker with its release and the SMBIOS serial, then powers off', () => {
     const s = targetInitScript('acme-2.1');
-    assert.match(s, new RegExp(`echo "${TARGET_MARKER} release=acme-2.1 serial=\\$serial" > /dev/console`));
+    assert.match(s, new RegExp(`echo "<2>${TARGET_MARKER} release=acme-2.1 serial=\\$serial" > /dev/kmsg`));
     assert.match(s, /serial=\$\(cat \/sys\/class\/dmi\/id\/product_serial/);
     assert.match(s, /poweroff -f/);
   });

@@ -4,6 +4,7 @@
 // and an ext4 root partition filled with real files, so that writing it is real work. Also
 // its bmap (`bootline image create`) and a zstd-compressed copy, as an Isar build delivers.
 import { execFile as execFileCb } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
@@ -88,7 +89,9 @@ export async function buildSampleTarget(o: SampleTargetOptions): Promise<SampleT
   const image = join(o.out, 'sample-target.img');
   const result = { image, bmap: `${image}.bmap`, zst: `${image}.zst`, release };
   const stamp = join(o.out, '.sample-target.json');
-  const key = JSON.stringify({ budget, from, release, diskBytes, v: 3 });
+  // The first-boot script is part of the key: a build with an older one is not reused.
+  const init = createHash('sha256').update(targetInitScript(release)).digest('hex').slice(0, 16);
+  const key = JSON.stringify({ budget, from, release, diskBytes, init, v: 3 });
   if (existsSync(stamp) && existsSync(result.zst) && existsSync(result.bmap)) {
     const saved = JSON.parse(readFileSync(stamp, 'utf8')) as { key: string; bytes: number; mappedBytes: number };
     if (saved.key === key) return { ...result, bytes: saved.bytes, mappedBytes: saved.mappedBytes };

@@ -13,7 +13,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 serial=$(cat /sys/class/dmi/id/product_serial 2>/dev/null || echo unknown)
-echo "${TARGET_MARKER} release=${release} serial=$serial" > /dev/console
+# Through the kernel log, not a write to /dev/console: printk puts the line out on the serial
+# console in order, before the kernel's own power-off message, while a tty write is sent
+# asynchronously and poweroff could cut it off. Level 2 (critical) still shows under "quiet".
+echo "<2>${TARGET_MARKER} release=${release} serial=$serial" > /dev/kmsg
 sync
 poweroff -f
 # Not reached; PID 1 must not exit.
