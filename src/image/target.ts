@@ -8,6 +8,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { bootMedia, deviceSize, parseMountInfo } from './block-devices.ts';
 import { formatBytes } from '../format.ts';
+import { isPageAligned } from './aligned-buffer.ts';
 
 export interface Target {
   /** As given by the caller (for messages). */
@@ -17,6 +18,10 @@ export interface Target {
   readonly isBlockDevice: boolean;
   /** Writes all of `buf` at `pos` (short writes are continued). */
   write(buf: Uint8Array, pos: number): Promise<void>;
+  /** Block devices: bytes written past the page cache (O_DIRECT) so far. */
+  readonly directBytes?: number;
+  /** True while whole aligned pages are written past the page cache (each such write waits for the device). */
+  readonly writesDirect?: boolean;
   /** One positional read; returns the bytes read (0 at the end). */
   read(buf: Uint8Array, pos: number): Promise<number>;
   /** fdatasync. */
@@ -179,12 +184,15 @@ export async function openTarget(path: string, opts: OpenTargetOptions = {}): Pr
       if (code === 'EROFS') throw new Error(`${path} is read-only (write-protect switch, or a read-only device)`);
       throw new Error(`cannot open ${path} for writing: ${errText(e)}`);
     }
+    // A second descriptor for writes past the page cache; without it (refused), all writes are cached.
+    const direct = await open(real, constants.O_RDWR | constants.O_DIRECT).catch(() => undefined);
     try {
       const size = await deviceSize(real);
       const lbs = Number(await readText(`/sys/class/block/${name}/queue/logical_block_size`)) || 512;
-      return new BlockTarget(path, real, fh, size, lbs);
+      return new BlockTarget(path, real, fh, size, lbs, direct);
     } catch (e) {
       await fh.close();
+      await direct?.close();
       throw e;
     }
   }
@@ -209,15 +217,20 @@ abstract class BaseTarget implements Target {
   ) {}
 
   async write(buf: Uint8Array, pos: number): Promise<void> {
+    await this.writeWith(this.fh, buf, pos);
+  }
+
+  /** Writes all of `buf` at `pos` through `fh`; a failure names the target and the byte (the errno error is its cause). */
+  protected async writeWith(fh: FileHandle, buf: Uint8Array, pos: number): Promise<void> {
     let off = 0;
     while (off < buf.length) {
       let n: number;
       try {
-        ({ bytesWritten: n } = await this.fh.write(buf, off, buf.length - off, pos + off));
+        ({ bytesWritten: n } = await fh.write(buf, off, buf.length - off, pos + off));
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         const hint = err.code === 'ENOSPC' ? ': past the end of the target (it is too small for the image)' : err.code === 'EIO' ? ': the disk reports an I/O error (failing or removed?)' : '';
-        throw new Error(`writing ${this.path} at byte ${pos + off} failed: ${errText(e)}${hint}`);
+        throw new Error(`writing ${this.path} at byte ${pos + off} failed: ${errText(e)}${hint}`, { cause: e });
       }
       if (n === 0) throw new Error(`writing ${this.path} at byte ${pos + off} made no progress: the target is full or gone`);
       off += n;
@@ -258,8 +271,13 @@ abstract class BaseTarget implements Target {
 
 class BlockTarget extends BaseTarget {
   readonly isBlockDevice = true;
-  /** blkdiscard wants sector-aligned ranges; page alignment also keeps it off pages we wrote. */
+  /** blkdiscard and O_DIRECT want sector-aligned ranges; page alignment also keeps them off pages written through the cache. */
   private readonly align: number;
+  directBytes = 0;
+
+  get writesDirect(): boolean {
+    return this.direct !== undefined;
+  }
 
   constructor(
     path: string,
@@ -267,9 +285,42 @@ class BlockTarget extends BaseTarget {
     fh: FileHandle,
     readonly size: number,
     logicalBlockSize: number,
+    /** The device opened with O_DIRECT; unset when it refused, or refused a write. */
+    private direct: FileHandle | undefined,
   ) {
     super(path, fh);
     this.align = Math.max(4096, logicalBlockSize);
+  }
+
+  /**
+   * Whole aligned pages from a page-aligned buffer (the copy's write pool) go past the page cache:
+   * the data is copied once, to the device, instead of into the cache and out again. Measured with
+   * dd onto a loop device, 1.3 GB: 3.2-3.7 s and 0.3-0.5 s of system CPU, against 5.7-6.4 s and
+   * 2.4-3.5 s through the cache. Anything else (an image's unaligned end, zeros) is written
+   * through the cache; fdatasync flushes both, as they are one device.
+   */
+  override async write(buf: Uint8Array, pos: number): Promise<void> {
+    const direct = this.direct;
+    if (direct && isPageAligned(buf) && pos % this.align === 0 && buf.length % this.align === 0) {
+      try {
+        await this.writeWith(direct, buf, pos);
+        this.directBytes += buf.length;
+        return;
+      } catch (e) {
+        // EINVAL: the device wants another alignment than it says; every later write goes through the cache.
+        if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code !== 'EINVAL') throw e;
+        this.direct = undefined;
+        await direct.close().catch(() => undefined);
+      }
+    }
+    await super.write(buf, pos);
+  }
+
+  override async close(): Promise<void> {
+    const direct = this.direct;
+    this.direct = undefined;
+    await direct?.close();
+    await super.close();
   }
 
   private inner(start: number, end: number): [number, number] {
