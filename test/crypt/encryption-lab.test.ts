@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { buildInstaller, parseBuildOptions } from '../../src/lab/installer/build.ts';
 import { DEFAULT_LAB_CACHE } from '../../src/lab/debian-packages.ts';
 import { startLab, type Lab } from '../../src/lab/vm/lab.ts';
+import { REBOOT_TCG_CODE_BUFFER_MIB } from '../lab/vm-fixtures.ts';
 import { assembleGptImage, buildEsp, buildExt4, ESP_TYPE, LINUX_DATA_TYPE, LINUX_ROOT_X86_64_TYPE, MiB } from '../../src/lab/disk-image.ts';
 import { createBmap } from '../../src/image/create.ts';
 import { formatBmap } from '../../src/image/bmap/write.ts';
@@ -132,8 +133,8 @@ test(
 
     const started = Date.now();
     note(`before the first boot (image, installer, server): ${((started - t0) / 1000).toFixed(0)} s`);
-    // A 128 MiB code buffer: with QEMU's 1 GiB, boot 2's kernel took 86-99 s to reach /init (qemu-args.ts).
-    lab = await startLab({ devices: 1, serverUrl: line.url, diskSize: '512M', memoryMiB: 1536, tcgCodeBufferMiB: 128, log: () => {} });
+    // Boot 2's kernel took 86-99 s to reach /init with QEMU's default code buffer.
+    lab = await startLab({ devices: 1, serverUrl: line.url, diskSize: '512M', memoryMiB: 1536, tcgCodeBufferMiB: REBOOT_TCG_CODE_BUFFER_MIB, log: () => {} });
     const d = lab.devices[0]!;
     const tail = () => readFileSync(d.serialLog, 'latin1').split('\n').slice(-40).join('\n');
     const until = async <T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> => {

@@ -90,7 +90,7 @@ export async function startDevice(o: DeviceOptions): Promise<DeviceRecord> {
     const spec: QemuDeviceSpec = {
       name: `bootline-lab-${id.name}`,
       accel: o.accel,
-      ...(o.tcgCodeBufferMiB !== undefined ? { tcgCodeBufferMiB: o.tcgCodeBufferMiB } : {}),
+      tcgCodeBufferMiB: o.tcgCodeBufferMiB,
       memoryMiB: o.memoryMiB,
       cpus: o.cpus,
       firmware: { code: o.firmware.code, vars: p.vars, secureBoot: o.firmware.secureBoot },

@@ -178,7 +178,7 @@ export async function startLab(o: LabOptions): Promise<Lab> {
         labDir: dir,
         identity,
         accel: accel.accel,
-        ...(o.tcgCodeBufferMiB !== undefined ? { tcgCodeBufferMiB: o.tcgCodeBufferMiB } : {}),
+        tcgCodeBufferMiB: o.tcgCodeBufferMiB,
         memoryMiB: c.memoryMiB,
         cpus: c.cpus,
         diskBytes: c.diskBytes,

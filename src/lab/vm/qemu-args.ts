@@ -48,12 +48,12 @@ export const OVMF_NETWORK_OFF = ['IPv4PXESupport', 'IPv6PXESupport', 'IPv4Suppor
 
 export function qemuArgs(s: QemuDeviceSpec): string[] {
   const q = qemuValue;
+  // -machine accel= and -accel cannot be mixed: the code buffer's size needs -accel.
+  const tbSize = s.accel === 'tcg' ? s.tcgCodeBufferMiB : undefined;
   const args: string[] = [
     '-name', `${q(s.name)},process=${q(s.name)}`,
-    // -machine accel= and -accel cannot be mixed: the code buffer's size needs -accel.
-    ...(s.accel === 'tcg' && s.tcgCodeBufferMiB !== undefined
-      ? ['-machine', `q35${s.firmware.secureBoot ? ',smm=on' : ''}`, '-accel', `tcg,tb-size=${s.tcgCodeBufferMiB}`]
-      : ['-machine', `q35,accel=${s.accel}${s.firmware.secureBoot ? ',smm=on' : ''}`]),
+    '-machine', `q35${tbSize === undefined ? `,accel=${s.accel}` : ''}${s.firmware.secureBoot ? ',smm=on' : ''}`,
+    ...(tbSize === undefined ? [] : ['-accel', `tcg,tb-size=${tbSize}`]),
     '-cpu', s.accel === 'kvm' ? 'host' : 'max',
     '-smp', String(s.cpus),
     '-m', String(s.memoryMiB),
