@@ -5,7 +5,8 @@
 // (raw, gz, xz, zst), then copies each onto a loop device with both tools, alternating,
 // from a local file and over HTTP from a loopback server. Prints a markdown table:
 // both times, the ratio, bootline's peak RSS (node and its decompressor), and the
-// limit (the slower of decompression alone and writing the raw mapped data alone).
+// limit (the slower of decompression alone and writing the raw mapped data alone),
+// measured in the same round as the two copies it is compared with.
 //
 //   npm run bench:image -- [--runs N] [--size-gib 2] [--cache DIR] [--formats raw,gz,xz,zst] [--out docs/benchmarks/image.md]
 //
@@ -190,44 +191,42 @@ const file = (f: string) => (f === 'raw' ? img : `${img}.${f}`);
 const url = (f: string) => `${base}/${file(f).slice(CACHE.length + 1)}`;
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
-type Row = { format: string; transport: string; bmaptool: number[]; bootline: number[]; rss: number[]; limit?: number };
+type Row = { format: string; transport: string; bmaptool: number[]; bootline: number[]; rss: number[]; limit: number[] };
 const rows: Row[] = [];
 try {
   // The limit: decompression alone, and writing the raw mapped data alone.
   // Each with the fastest decompressor on this machine (gzip: igzip, as bootline with a bmap;
   // xz: xz -T0, which holds whole blocks per thread, where bootline's lanes keep memory bounded).
   const decompress: Record<string, string[]> = { gz: ['igzip', '-dc'], xz: ['xz', '-dc', '-T0'], zst: ['zstd', '-dc'] };
-  // Each limit is a median over the same number of runs as the copies (a single cold
-  // first run measured noticeably slower than the rest).
-  const medianOf = async (what: string, cmd: string, a: string[]) => {
-    const t: number[] = [];
-    for (let i = 0; i < RUNS; i++) {
-      dropCaches();
-      t.push((await timed(cmd, a)).seconds);
-      log(`limit: ${what} #${i + 1}: ${t.at(-1)!.toFixed(2)} s`);
-    }
-    return median(t);
-  };
-  const rawWrite = await medianOf('raw write', process.execPath, [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop]);
-  const limits: Record<string, number> = { raw: rawWrite };
-  for (const f of FORMATS.filter((x) => x !== 'raw')) {
-    limits[f] = Math.max(await medianOf(`${f} decompression`, 'sh', ['-c', `${decompress[f]!.join(' ')} '${file(f)}' > /dev/null`]), rawWrite);
-  }
+  const rawWrite = [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', '--no-verify', img, loop];
   for (const transport of TRANSPORTS) {
     for (const f of FORMATS) {
-      const row: Row = { format: f, transport, bmaptool: [], bootline: [], rss: [], limit: limits[f] };
+      const row: Row = { format: f, transport, bmaptool: [], bootline: [], rss: [], limit: [] };
       const src = transport === 'http' ? url(f) : file(f);
+      // Each round measures the limit next to the copies: this VM's disk has run twice as fast
+      // in one quarter hour as in the next, and a limit measured once, first, then flattered
+      // or wronged every copy after it.
       for (let i = 0; i < RUNS; i++) {
+        const tag = `${f} ${transport} #${i + 1}`;
         dropCaches();
         const m = await timed('bmaptool', ['-q', 'copy', src, loop]);
         row.bmaptool.push(m.seconds);
-        log(`bmaptool ${f} ${transport} #${i + 1}: ${m.seconds.toFixed(2)} s`);
+        log(`bmaptool ${tag}: ${m.seconds.toFixed(2)} s`);
         dropCaches();
         const b = await timed(process.execPath, [...AGENT_NODE_OPTIONS, BUNDLE, 'image', '-q', 'copy', src, loop]);
         row.bootline.push(b.seconds);
         row.rss.push(b.peakMiB);
         // Each run, so that the spread behind a median can be reported.
-        log(`bootline ${f} ${transport} #${i + 1}: ${b.seconds.toFixed(2)} s, peak ${b.peakMiB.toFixed(0)} MiB`);
+        log(`bootline ${tag}: ${b.seconds.toFixed(2)} s, peak ${b.peakMiB.toFixed(0)} MiB`);
+        dropCaches();
+        const w = (await timed(process.execPath, rawWrite)).seconds;
+        let d = 0;
+        if (decompress[f]) {
+          dropCaches();
+          d = (await timed('sh', ['-c', `${decompress[f].join(' ')} '${file(f)}' > /dev/null`])).seconds;
+        }
+        row.limit.push(Math.max(w, d));
+        log(`limit ${tag}: raw write ${w.toFixed(2)} s${decompress[f] ? `, ${f} decompression ${d.toFixed(2)} s` : ''}`);
       }
       rows.push(row);
     }
@@ -241,15 +240,16 @@ const cpu = cpus()[0]?.model ?? 'unknown CPU';
 const lines = [
   `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}, bmaptool ${sh('bmaptool', ['--version']).trim().split(' ').pop()}.`,
   `Image: ${SIZE_GIB} GiB GPT (64 MiB FAT ESP + ext4 root of real files), ${(mappedBytes / 2 ** 30).toFixed(2)} GiB mapped; target: a loop device; page cache dropped before each run; median of ${RUNS}.`,
+  'Each round runs bmaptool, bootline and the limit\'s parts one after another; the ratios are medians of each round\'s own ratios, so that a machine that speeds up or slows down between rounds does not skew them.',
   `bootline runs as its launchers start it (\`node ${AGENT_NODE_OPTIONS.join(' ')}\`, src/agent/node-options.ts).`,
   'Peak RSS is of the whole process tree: node plus its decompressors. The limit is the slower of decompression alone (`igzip -dc` for gz, `xz -dc -T0` for xz, `zstd -dc` for zst) and writing the raw mapped data alone (`bootline image copy --no-verify` of the raw image).',
   '',
   '| format | source | bmaptool copy (s) | bootline image copy (s) | speed-up | bootline peak RSS (MiB) | limit (s) | bootline vs limit |',
   '|---|---|---:|---:|---:|---:|---:|---:|',
   ...rows.map((r) => {
-    const bm = median(r.bmaptool);
-    const bl = median(r.bootline);
-    return `| ${r.format} | ${r.transport} | ${bm.toFixed(2)} | ${bl.toFixed(2)} | ${(bm / bl).toFixed(2)}× | ${Math.max(...r.rss).toFixed(0)} | ${r.limit?.toFixed(2) ?? '-'} | ${r.limit ? `${((bl / r.limit - 1) * 100).toFixed(0)}%` : '-'} |`;
+    const speedUp = median(r.bmaptool.map((t, i) => t / r.bootline[i]!));
+    const overLimit = median(r.bootline.map((t, i) => t / r.limit[i]! - 1));
+    return `| ${r.format} | ${r.transport} | ${median(r.bmaptool).toFixed(2)} | ${median(r.bootline).toFixed(2)} | ${speedUp.toFixed(2)}× | ${Math.max(...r.rss).toFixed(0)} | ${median(r.limit).toFixed(2)} | ${(overLimit * 100).toFixed(0)}% |`;
   }),
 ];
 process.stdout.write(lines.join('\n') + '\n');
