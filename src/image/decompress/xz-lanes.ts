@@ -35,6 +35,11 @@ const INPUT_SLACK = 1024 * 1024;
 const MAX_LANES = 4;
 /** Each lane's xz output buffers: a single-threaded xz writes at tens of MB/s, and lanes add up. */
 const LANE_OUTPUT = { size: 512 * 1024, count: 2 };
+/**
+ * The kernel's default room on each lane's output socket (output-buffer.ts): the lookahead budget
+ * counts what the lanes hold ahead, and megabytes of socket room per lane would hold more unseen.
+ */
+const LANE_SOCKET_BUFFER = 0;
 const LANE_ARGS = ['-dc', '-q', '-T1'];
 
 /** How many lanes pay off: one per core, as many as the budget keeps busy ((n - 1) / 2 blocks ahead), and at least two blocks. */
@@ -170,8 +175,8 @@ export function xzLanes(
   for (let i = 0; i < lanes; i++) {
     const channel = typeof input === 'function' ? undefined : new Channel(inputCap);
     const tool = channel
-      ? toolChunks('xz', channel, { args: LANE_ARGS, segments: LANE_OUTPUT })
-      : toolChunks('xz', readBlocks(input as RangeReader, i), { args: LANE_ARGS, reusedInput: true, segments: LANE_OUTPUT });
+      ? toolChunks('xz', channel, { args: LANE_ARGS, segments: LANE_OUTPUT, outputBuffer: LANE_SOCKET_BUFFER })
+      : toolChunks('xz', readBlocks(input as RangeReader, i), { args: LANE_ARGS, reusedInput: true, segments: LANE_OUTPUT, outputBuffer: LANE_SOCKET_BUFFER });
     const lane: Lane = { ...(channel ? { input: channel } : {}), tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
     const sizes = (laneBlocks[i] as XzLayout['blocks']).map((b) => b.uncompSize);
     lane.done = collect(lane, i, sizes);
