@@ -122,9 +122,9 @@ test('bad API bodies, image names and tokens get a 4xx with a message, and the s
     const res = await fetch(`${server.url}${path}`, { method, headers, ...(body !== undefined ? { body } : {}) });
     return { status: res.status, text: await res.text() };
   };
-  // The server answers a body over its limit from the content-length alone, and closes the
-  // connection without reading the rest: fetch then may fail on the write it was still doing
-  // (EPIPE) instead of returning the answer, as it did once in CI. node:http hands over the answer.
+  // The server may refuse a body over its limit before it has read it all, and close the
+  // connection: fetch then can fail on the write it was still doing (EPIPE, once in CI) instead
+  // of returning the answer. node:http hands over the answer; an error before any answer fails.
   const upload = (path: string, body: string, headers: Record<string, string>) =>
     new Promise<{ status: number; text: string }>((resolve, reject) => {
       let answered = false;
