@@ -22,7 +22,7 @@ import type { Readable, Writable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Compression } from '../types.ts';
 import { onPath } from '../../which.ts';
-import { OUTPUT_SOCKET_BUFFER, withOutputBuffer } from './output-buffer.ts';
+import { withOutputBuffer } from './output-buffer.ts';
 import { toolOutput, type SegmentOptions, type Segments } from './tool-output.ts';
 
 export { detectCompression, DETECT_HEAD_BYTES } from './detect.ts';
@@ -256,7 +256,7 @@ export function toolChunks(
     reusedInput?: boolean;
     /** The output buffers: two of 1 MiB by default. */
     segments?: SegmentOptions;
-    /** Room asked for in the kernel's socket buffer of the output (output-buffer.ts); 0 leaves the default. */
+    /** Room asked for in the kernel's socket buffer of the output; output-buffer.ts's 4 MiB unless given, 0 leaves the kernel's. */
     outputBuffer?: number;
   } = {},
 ): { chunks: AsyncGenerator<Buffer>; stop(): void } {
@@ -314,7 +314,7 @@ export function toolChunks(
     let c: ChildProcess;
     try {
       // An absolute path cannot be taken for an option, whatever the file is called.
-      const run = withOutputBuffer(path, name, fromFile ? [...args, resolve(input)] : args, opts.outputBuffer ?? OUTPUT_SOCKET_BUFFER);
+      const run = withOutputBuffer(path, name, fromFile ? [...args, resolve(input)] : args, opts.outputBuffer);
       c = spawn(run.file, run.args, { stdio: [fromFile ? 'ignore' : 'pipe', writeEnd, 'pipe'], argv0: run.argv0 });
     } finally {
       // The child has its own copy.
