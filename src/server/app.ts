@@ -1,7 +1,7 @@
 // The server's HTTP application: Fastify with every route's schemas declared (so the
 // OpenAPI document is generated from the same schemas the routes validate with).
 import { readFileSync } from 'node:fs';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Store } from './db/store.ts';
 import type { LiveFeed } from './db/feed.ts';
@@ -9,6 +9,7 @@ import type { ServerConfig } from './config.ts';
 import { createAuthenticator, type Authenticator } from './auth.ts';
 import { createMetrics, type ServerMetrics } from './metrics.ts';
 import { HttpError } from './errors.ts';
+import { drainBody } from './drain-refused-body.ts';
 import { metaRoutes } from './routes/meta.ts';
 import { deviceRoutes } from './routes/device.ts';
 import { adminRoutes } from './routes/admin.ts';
@@ -55,6 +56,13 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; c
     ...(https ? { https } : {}),
     // Devices send MACs and serials; nothing here needs more than this.
     routerOptions: { maxParamLength: 256 },
+    // The router's own refusals (a path segment too long, a bad escape) in this server's error shape.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.statusCode ?? 400;
+      const code = status === 414 ? 'uri-too-long' : 'bad-request';
+      const message = status === 414 ? 'a path segment is longer than 256 characters: use a shorter name' : 'the path is not a valid URL: check its %-escapes';
+      return (reply as unknown as FastifyReply).code(status).send({ error: code, message });
+    },
     // Dashboards hold event streams open and downloads resume with Range: closing cuts them.
     forceCloseConnections: true,
     // Query strings are text: coerce them to the declared types; never drop unknown body keys silently.
@@ -87,6 +95,11 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; c
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url.split('?')[0]}` }));
 
+  // An answer given before the body was read (too large, no token, no route): read the rest
+  // first, so that a client still sending it gets the answer instead of a reset.
+  app.addHook('onSend', async (req) => {
+    if (!req.raw.complete) await drainBody(req.raw);
+  });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     ctx.metrics.requests.inc({ method: req.method, route, status: String(reply.statusCode) });
