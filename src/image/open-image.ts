@@ -158,11 +158,11 @@ export async function openImage(
     }
   }
   const decoder = gz?.decoder;
-  if (pooled && (readsFileItself(compression) || gz?.igzip)) {
-    // The program's stdin is written chunk by chunk, each completed before the next is read.
+  if (readsFileItself(compression) || gz?.igzip) {
+    // Pooled: the program's stdin is written chunk by chunk, each completed before the next is read.
     let tool: ReturnType<typeof toolChunks>;
     try {
-      tool = toolChunks(compression, rawChunks(), { reusedInput: true });
+      tool = toolChunks(compression, rawChunks(), { reusedInput: pooled });
     } catch (e) {
       raw.destroy();
       throw e;

@@ -8,6 +8,7 @@ import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { Socket } from 'node:net';
 import { constants } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tempDir, BMAPTOOL_FIXTURES } from '../helpers.ts';
 
 const BUNDLE = join(import.meta.dirname, '..', '..', 'dist', 'bootline.mjs');
@@ -105,6 +106,58 @@ test('the image and its bmap are fetched over HTTP, the bmap found beside the im
   } finally {
     server.close();
   }
+});
+
+/** The mapped bytes of `out` equal the image's. */
+function assertMapped(out: Buffer, bmapPath: string, what: string) {
+  for (const [a, b] of mappedRanges(readFileSync(bmapPath, 'utf8'))) assert.ok(out.subarray(a, b).equals(IMAGE.subarray(a, b)), `${what}: range ${a}-${b}`);
+}
+
+// stdin is read into reused segments when it is a pipe or socket (sources/stdin.ts), and a
+// compressed image goes to its program's stdin from there: both as a user pipes it in.
+test('an image piped in as `-` is written in every format; a truncated one fails naming its program', () => {
+  const dir = fixtureDir();
+  const bmap = join(dir, 'test.image.bmap');
+  const raw = join(dir, 'test.image');
+  writeFileSync(raw, IMAGE);
+  const formats: [string, string[] | undefined][] = [
+    ['raw', undefined],
+    ['gz', ['gzip', '-c']],
+    ['zst', ['zstd', '-q', '-c']],
+    ['xz', ['xz', '-c']],
+    ['bz2', ['bzip2', '-c']],
+    ['lz4', ['lz4', '-q', '-c']],
+  ];
+  for (const [ext, compress] of formats) {
+    const data = compress ? execFileSync(compress[0]!, compress.slice(1), { input: IMAGE, maxBuffer: 64 << 20 }) : IMAGE;
+    const target = join(dir, `stdin-${ext}.img`);
+    // spawnSync's input arrives on a socket pair.
+    const r = spawnSync(process.execPath, [BUNDLE, 'image', 'copy', '--bmap', bmap, '-', target], { input: data, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, `${ext}: ${r.stderr}`);
+    assertMapped(readFileSync(target), bmap, `${ext} from a socket`);
+  }
+  // A shell pipe is a FIFO.
+  const zst = join(dir, 'test.image.zst');
+  execFileSync('zstd', ['-q', '-o', zst, raw]);
+  const piped = join(dir, 'piped.img');
+  const p = spawnSync('sh', ['-c', `cat '${zst}' | '${process.execPath}' '${BUNDLE}' image copy --bmap '${bmap}' - '${piped}'`], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(p.status, 0, p.stderr);
+  assertMapped(readFileSync(piped), bmap, 'zst through a shell pipe');
+
+  // Several segments' worth, so that reading pauses while the writer holds them.
+  const big = join(dir, 'big.img');
+  const bigData = randomBytes(9 * 1024 * 1024 + 4096);
+  writeFileSync(big, bigData);
+  const bigOut = join(dir, 'big-out.img');
+  const b = spawnSync('sh', ['-c', `cat '${big}' | '${process.execPath}' '${BUNDLE}' image copy --nobmap - '${bigOut}'`], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(b.status, 0, b.stderr);
+  assert.ok(readFileSync(bigOut).equals(bigData), '9 MiB raw through a shell pipe');
+
+  const cut = readFileSync(zst).subarray(0, Math.floor(statSync(zst).size / 2));
+  const r = spawnSync(process.execPath, [BUNDLE, 'image', 'copy', '--bmap', bmap, '-', join(dir, 'cut.img')], { input: cut, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /zstd: .*(truncated|premature|incomplete|error)/i);
+  assert.match(r.stderr, /incomplete|nothing was written/);
 });
 
 test('a malformed bmap is refused before the target is created', () => {
