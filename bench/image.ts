@@ -3,7 +3,8 @@
 // Builds a realistic disk image once (GPT, FAT ESP, ext4 root filled with real files
 // from this machine with `mke2fs -d`), maps it with `bmaptool create`, compresses it
 // (raw, gz, xz, zst), then copies each onto a loop device with both tools, alternating,
-// from a local file and over HTTP from a loopback server. Prints a markdown table:
+// from a local file and over HTTP from `bootline serve` on loopback, in a process of its own,
+// as a line serves images to its devices. Prints a markdown table:
 // both times, the ratio, bootline's peak RSS (node and its decompressor), and the
 // limit (the slower of decompression alone and writing the raw mapped data alone),
 // measured in the same round as the two copies it is compared with.
@@ -12,13 +13,12 @@
 //
 // Needs root (loop devices, drop_caches). Never part of the test suite.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync, readdirSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { createReadStream } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync, statSync, readdirSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { AGENT_NODE_OPTIONS } from '../src/agent/node-options.ts';
+import { startLineServer, type LineServer } from '../src/lab/line-server.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -119,7 +119,21 @@ function timed(cmd: string, a: string[]): Promise<{ seconds: number; peakMiB: nu
   });
 }
 
-/** Current RSS (KiB) of a process and all its descendants. */
+/** The program a process runs, if it can be read. */
+function exeOf(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Current RSS (KiB) of a process and all its descendants. A child that still runs the root's
+ * program is one forked and not yet exec'd (bootline starts no node children while copying):
+ * its pages are the parent's, shared, and counting them again showed node's pages twice
+ * (152-157 MiB peaks, a 39 MiB "node" child beside node's 113 MiB).
+ */
 function treeRss(pid: number): number {
   let sum = 0;
   const children = new Map<number, number[]>();
@@ -133,7 +147,9 @@ function treeRss(pid: number): number {
       // gone
     }
   }
+  const rootExe = exeOf(pid);
   const walk = (p: number) => {
+    if (p !== pid && rootExe !== undefined && exeOf(p) === rootExe) return;
     try {
       const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
       sum += m ? Number(m[1]) : 0;
@@ -146,35 +162,24 @@ function treeRss(pid: number): number {
   return sum;
 }
 
-function serve(dir: string): Promise<{ server: Server; base: string }> {
-  // Range-capable static server: bmaptool and bootline both fetch over it.
-  const server = createServer((req, res) => {
-    const file = join(dir, decodeURIComponent(new URL(req.url!, 'http://x').pathname));
-    if (!file.startsWith(dir) || !existsSync(file)) {
-      res.statusCode = 404;
-      res.end();
-      return;
-    }
-    const size = statSync(file).size;
-    const etag = `"${size}-${statSync(file).mtimeMs}"`;
-    res.setHeader('accept-ranges', 'bytes');
-    res.setHeader('etag', etag);
-    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-    if (m) {
-      const start = Number(m[1]);
-      const end = m[2] ? Number(m[2]) : size - 1;
-      res.statusCode = 206;
-      res.setHeader('content-range', `bytes ${start}-${end}/${size}`);
-      res.setHeader('content-length', end - start + 1);
-      if (req.method === 'HEAD') return void res.end();
-      createReadStream(file, { start, end, highWaterMark: 1 << 20 }).pipe(res);
-    } else {
-      res.setHeader('content-length', size);
-      if (req.method === 'HEAD') return void res.end();
-      createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
-    }
-  });
-  return new Promise((r) => server.listen(0, '127.0.0.1', () => r({ server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}` })));
+/**
+ * `bootline serve` on a data dir in the cache, each format registered as image `bench-<format>`
+ * (`image add` hard-links the file; its bmap goes beside it): both tools fetch from the server
+ * devices fetch from. Its own process: a server in the benchmark's would share its event loop
+ * with the RSS polling, and a plain createReadStream server took 2.0-2.2 s to send the raw image
+ * to curl, where this one takes 0.8-1.3 s.
+ */
+async function serveImages(formats: string[]): Promise<{ server: LineServer; url: (f: string) => string }> {
+  const data = join(CACHE, 'server');
+  const served = (f: string) => join(data, 'images', `bench-${f}`, basename(file(f)));
+  for (const f of formats) {
+    // A rebuilt image is a new file: the link to the old one is registered again.
+    if (existsSync(served(f)) && statSync(served(f)).ino === statSync(file(f)).ino) continue;
+    log(`registering ${basename(file(f))} with the server (once)`);
+    sh(process.execPath, [BUNDLE, 'image', 'add', '--data', data, '--name', `bench-${f}`, '--replace', file(f)]);
+  }
+  const server = await startLineServer({ cli: BUNDLE, data, logLevel: 'warn' });
+  return { server, url: (f) => `${server.url}/images/bench-${f}/${basename(file(f))}` };
 }
 
 // ---------------------------------------------------------------------------------
@@ -186,9 +191,10 @@ const mappedBytes = Number(mapped) * Number(blockSize);
 const backing = join(CACHE, 'target.disk');
 sh('truncate', ['-s', String(SIZE_GIB * 1024 * 1024 * 1024 + 64 * 1024 * 1024), backing]);
 const loop = sh('losetup', ['-f', '--show', backing]).trim();
-const { server, base } = await serve(CACHE);
-const file = (f: string) => (f === 'raw' ? img : `${img}.${f}`);
-const url = (f: string) => `${base}/${file(f).slice(CACHE.length + 1)}`;
+function file(f: string): string {
+  return f === 'raw' ? img : `${img}.${f}`;
+}
+const { server, url } = await serveImages(TRANSPORTS.includes('http') ? FORMATS : []);
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 type Row = { format: string; transport: string; bmaptool: number[]; bootline: number[]; rss: number[]; limit: number[] };
@@ -232,14 +238,14 @@ try {
     }
   }
 } finally {
-  server.close();
+  await server.stop();
   sh('losetup', ['-d', loop]);
 }
 
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 const lines = [
   `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}, bmaptool ${sh('bmaptool', ['--version']).trim().split(' ').pop()}.`,
-  `Image: ${SIZE_GIB} GiB GPT (64 MiB FAT ESP + ext4 root of real files), ${(mappedBytes / 2 ** 30).toFixed(2)} GiB mapped; target: a loop device; page cache dropped before each run; median of ${RUNS}.`,
+  `Image: ${SIZE_GIB} GiB GPT (64 MiB FAT ESP + ext4 root of real files), ${(mappedBytes / 2 ** 30).toFixed(2)} GiB mapped; target: a loop device; page cache dropped before each run; median of ${RUNS}. Over HTTP, both tools fetch from \`bootline serve\` (its own process, on loopback).`,
   'Each round runs bmaptool, bootline and the limit\'s parts one after another; the ratios are medians of each round\'s own ratios, so that a machine that speeds up or slows down between rounds does not skew them.',
   `bootline runs as its launchers start it (\`node ${AGENT_NODE_OPTIONS.join(' ')}\`, src/agent/node-options.ts).`,
   'Peak RSS is of the whole process tree: node plus its decompressors. The limit is the slower of decompression alone (`igzip -dc` for gz, `xz -dc -T0` for xz, `zstd -dc` for zst) and writing the raw mapped data alone (`bootline image copy --no-verify` of the raw image).',

@@ -190,6 +190,23 @@ describe('http downloads into reused buffers', () => {
     src.close();
   });
 
+  test('body bytes go straight into the segments, also while a slow consumer keeps the ring blocked', { timeout: 10_000 }, async () => {
+    const src = source(`${base}/data.img`);
+    const before = fastPathStats.directBytes;
+    const parts: Buffer[] = [];
+    let held = 0;
+    for await (const c of await src.openPooled(0)) {
+      parts.push(Buffer.from(c));
+      // Hold every other chunk long enough for the socket to fill both segments and pause.
+      if (held++ % 2 === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(sha256(Buffer.concat(parts)), sha256(DATA));
+    const direct = fastPathStats.directBytes - before;
+    // The head's read, and the first read after each pause, go through the read buffer.
+    assert.ok(direct > DATA.length / 2 && direct < DATA.length, `${direct} of ${DATA.length} bytes read straight into segments`);
+    src.close();
+  });
+
   test('resumes after cuts inside the response headers, mid-segment and right after a segment', { timeout: 10_000 }, async () => {
     const proxy = await startProxy(Number(new URL(base).port), [{ cutAfter: 40 }, { cutAfter: 1.5 * MiB }, { cutAfter: MiB + 300 }, { cutAfter: 700_000 }]);
     try {

@@ -43,7 +43,7 @@ export interface Http1Response {
 }
 
 /** Counts bodies streamed on the fast path (tests prove it was taken; logs may show it). */
-export const fastPathStats = { bodies: 0 };
+export const fastPathStats = { bodies: 0, /** Body bytes read by the kernel straight into a segment. */ directBytes: 0 };
 
 /**
  * Parses a response head (without the blank line ending it). Throws a PermanentError naming
@@ -210,8 +210,42 @@ export function http1Get(
     return more;
   };
 
-  const onRead = (n: number): boolean => {
+  /**
+   * Where the next read goes: body bytes straight into the ring's room, sparing a copy per byte
+   * on the main thread; the head, and a read after one that did not fit (its rest waits in
+   * `readBuf`, and is taken into the ring before reading resumes) and a read while the ring is
+   * blocked (the consumer holds the segment) into `readBuf`. Node asks right after each read,
+   * so a room handed out is not written by anyone else before the read into it.
+   */
+  const nextBuffer = (): Buffer => (ring && !ring.blocked && !left && !failure && !complete ? ring.room() : readBuf);
+
+  /** `n` body bytes were read into the ring's room. */
+  const tookDirect = (n: number): boolean => {
+    const r = ring as SegmentRing;
+    const k = Math.min(n, remaining);
+    r.added(k);
+    fastPathStats.directBytes += k;
+    remaining -= k;
+    if (r.fill === SEGMENT || remaining === 0) r.handOver();
+    if (remaining === 0) {
+      complete = true;
+      clearStall();
+      sock.destroy(); // Connection: close; anything after the body is not ours
+      signal.removeEventListener('abort', onAbort);
+    }
+    notify();
+    if (!complete && r.blocked) {
+      paused = true;
+      clearStall();
+      return false;
+    }
+    if (!complete) armStall();
+    return !complete;
+  };
+
+  const onRead = (n: number, buf: Buffer): boolean => {
     if (failure || complete) return false;
+    if (buf !== readBuf) return tookDirect(n);
     if (!headDone) {
       const h = headBuf as Buffer;
       // The blank line may straddle two reads: search from a little before the new bytes.
@@ -258,7 +292,7 @@ export function http1Get(
   const sock = net.connect({
     host: url.hostname.replace(/^\[|\]$/g, ''),
     port: Number(url.port || 80),
-    onread: { buffer: readBuf, callback: onRead },
+    onread: { buffer: nextBuffer, callback: onRead },
   });
   sock.on('error', (e) => fail(e));
   sock.on('end', () => {
