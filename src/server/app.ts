@@ -47,6 +47,9 @@ declare module 'fastify' {
   }
 }
 
+/** Longest path segment the router takes (devices send MACs and serials; nothing needs more). */
+const MAX_PARAM_LENGTH = 256;
+
 export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; ctx: AppContext }> {
   const { config } = deps;
   const https = config.tls ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) } : null;
@@ -54,14 +57,16 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; c
     logger: deps.logger ?? { level: config.logLevel },
     bodyLimit: config.bodyLimit,
     ...(https ? { https } : {}),
-    // Devices send MACs and serials; nothing here needs more than this.
-    routerOptions: { maxParamLength: 256 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // The router's own refusals (a path segment too long, a bad escape) in this server's error shape.
     frameworkErrors: (err, _req, reply) => {
-      const status = err.statusCode ?? 400;
-      const code = status === 414 ? 'uri-too-long' : 'bad-request';
-      const message = status === 414 ? 'a path segment is longer than 256 characters: use a shorter name' : 'the path is not a valid URL: check its %-escapes';
-      return (reply as unknown as FastifyReply).code(status).send({ error: code, message });
+      const [status, error, message] =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? [414, 'uri-too-long', `a path segment is longer than ${MAX_PARAM_LENGTH} characters: use a shorter name`]
+          : err.code === 'FST_ERR_BAD_URL'
+            ? [400, 'bad-request', 'the path is not a valid URL: check its %-escapes']
+            : [err.statusCode ?? 500, (err.statusCode ?? 500) >= 500 ? 'internal' : 'bad-request', err.message];
+      return (reply as unknown as FastifyReply).code(status).send({ error, message });
     },
     // Dashboards hold event streams open and downloads resume with Range: closing cuts them.
     forceCloseConnections: true,
