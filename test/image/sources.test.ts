@@ -17,13 +17,14 @@ import aws4 from 'aws4';
 import { FtpSrv, FileSystem } from 'ftp-srv';
 import type { IncomingHttpHeaders } from 'node:http';
 import { startProxy } from './step-proxy.ts';
-import { tempDir } from '../helpers.ts';
+import { runningChildren, tempDir } from '../helpers.ts';
 import { openSource } from '../../src/image/sources/open.ts';
 import type { HttpSource } from '../../src/image/sources/http.ts';
 import { FtpSource } from '../../src/image/sources/ftp.ts';
 import { s3Source } from '../../src/image/sources/s3.ts';
 import { StdinSource } from '../../src/image/sources/stdin.ts';
 import { FileSource } from '../../src/image/sources/file.ts';
+import { openImage } from '../../src/image/open-image.ts';
 import { bmapCandidates, findBmap } from '../../src/image/sources/find-bmap.ts';
 
 const MiB = 1024 * 1024;
@@ -367,6 +368,7 @@ describe('https source', () => {
 describe('ftp source', () => {
   const root = tempDir('bootline-ftp-');
   writeFileSync(join(root, 'img.wic'), DATA);
+  writeFileSync(join(root, 'img.wic.zst'), execFileSync('zstd', ['-q', '-c', '-1'], { input: DATA, maxBuffer: 16 * MiB }));
   /** Transfers to cut, by bytes after which the server drops the data connection. */
   const cuts: number[] = [];
   const silent = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, fatal() {}, child: () => silent };
@@ -437,6 +439,20 @@ describe('ftp source', () => {
     assert.equal(messages.length, 2, messages.join('\n'));
     assert.match(messages[0]!, /at 0\.5 MiB; resuming \(attempt 1\/8\)/);
     assert.match(messages[1]!, /at 1\.3 MiB; resuming/);
+  });
+
+  test('a .zst image goes through zstd as it arrives, across a dropped data connection', { timeout: 10_000 }, async () => {
+    cuts.push(1.5 * MiB);
+    const messages: string[] = [];
+    const src = new FtpSource(`${base}/img.wic.zst`, { ...FAST, onRetry: (m) => messages.push(m) });
+    const img = await openImage(src, 0, undefined, undefined);
+    assert.equal(img.compression, 'zstd');
+    // Each chunk is a view of a reused segment: hashed before the next is asked for.
+    const h = createHash('sha256');
+    for await (const c of img.chunks) h.update(c);
+    assert.equal(h.digest('hex'), sha256(DATA));
+    assert.equal(messages.length, 1, messages.join('\n'));
+    assert.deepEqual(runningChildren(/zstd/), [], 'zstd has exited');
   });
 
   test('a missing file and a wrong password fail clearly', { timeout: 10_000 }, async () => {
