@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { join } from 'node:path';
 import { tempDir } from '../helpers.ts';
 import { startLineServer, callApi, type LineServer } from '../../src/lab/line-server.ts';
@@ -121,6 +122,17 @@ test('bad API bodies, image names and tokens get a 4xx with a message, and the s
     const res = await fetch(`${server.url}${path}`, { method, headers, ...(body !== undefined ? { body } : {}) });
     return { status: res.status, text: await res.text() };
   };
+  // fetch and URL parsing resolve dot segments (`%2e%2e` too) before sending; node:http with a
+  // `path` option sends it as given.
+  const { hostname, port } = new URL(server.url);
+  const verbatim = (path: string) =>
+    new Promise<{ status: number; text: string }>((resolve, reject) => {
+      get({ hostname, port, path }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d)).on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      }).on('error', reject);
+    });
   const json = { 'content-type': 'application/json', authorization: `Bearer ${admin}` };
   const plan = (config: unknown) => JSON.stringify({ config });
   // Each case names the status it must get, so a request that missed its route (404) cannot pass.
@@ -132,7 +144,8 @@ test('bad API bodies, image names and tokens get a 4xx with a message, and the s
     ['huge body', 413, raw('PUT', '/api/v1/plans/a', plan({ tasks: [], pad: 'x'.repeat(20 * 1024 * 1024) }), json)],
     ['invalid UTF-8', 400, raw('PUT', '/api/v1/plans/a', new Blob(['{"config": {"tasks": [], "x": "', Buffer.from([0xff, 0xfe]), '"}}']), json)],
     ['enrollment with junk', 400, raw('POST', '/api/v1/enroll', JSON.stringify({ token: [], serial: { $gt: '' } }), { 'content-type': 'application/json' })],
-    ['image name with .. (the client resolves it away)', 404, raw('GET', '/images/%2e%2e/etc/passwd', undefined, {})],
+    ['image name with ..', 400, verbatim('/images/%2e%2e/passwd')],
+    ['image name with .. and a slash', 400, verbatim('/images/..%2f..%2fetc/passwd')],
     ['image name with a slash', 400, raw('GET', '/images/a%2fb/c', undefined, {})],
     ['a bad %-escape in the path', 400, raw('GET', '/images/a%zz/x', undefined, {})],
     ['image name too long', 414, raw('GET', `/images/${'a'.repeat(5000)}/x`, undefined, {})],
