@@ -20,6 +20,18 @@ export interface SegmentOptions {
   size?: number;
   /** Segments; 2 by default (one being filled while the consumer holds the other). */
   count?: number;
+  /**
+   * Bytes a segment must hold before it is handed to a consumer that is waiting (default: any).
+   * Only for a writer that never waits on the consumer to go on writing: a segment below it
+   * waits for more bytes, or for the end.
+   */
+  minHandOver?: number;
+  /**
+   * After a read smaller than 64 KiB, stop reading for this many ms (default 0: read on), so
+   * that the writer fills the socket meanwhile and the next read takes more: each read is a
+   * system call, and xz writes 8 KiB at a time.
+   */
+  gatherMs?: number;
 }
 
 /**
@@ -29,7 +41,7 @@ export interface SegmentOptions {
  * there: when the ring is blocked, reading pauses with the next read aimed at the segment the
  * consumer gives back first, and resumes when it has.
  */
-export function segments(open: (onread: object) => Socket, { size = 1024 * 1024, count = 2 }: SegmentOptions = {}): Segments {
+export function segments(open: (onread: object) => Socket, { size = 1024 * 1024, count = 2, minHandOver = 0, gatherMs = 0 }: SegmentOptions = {}): Segments {
   if (count < 2 || size < MIN_ROOM * 2) throw new Error('segments: at least two segments of 128 KiB');
   const ring = new SegmentRing(size, count);
   /** Reading stopped until the ring is no longer blocked. */
@@ -42,16 +54,32 @@ export function segments(open: (onread: object) => Socket, { size = 1024 * 1024,
     wake = undefined;
     w?.();
   };
+  let gatherTimer: NodeJS.Timeout | undefined;
   const sock = open({
     buffer: () => ring.room(),
     callback: (n: number) => {
       ring.added(n);
-      if (size - ring.fill >= MIN_ROOM && !(wake && ring.queued === 0)) return true;
-      ring.handOver();
-      notify();
-      if (!ring.blocked) return true;
-      paused = true;
-      return false;
+      if (!(size - ring.fill >= MIN_ROOM && !(wake && ring.queued === 0 && ring.fill >= minHandOver))) {
+        ring.handOver();
+        notify();
+        if (ring.blocked) {
+          paused = true;
+          return false;
+        }
+      }
+      if (gatherMs > 0 && n < MIN_ROOM) {
+        // Reading stops as when the ring is blocked: the buffer for the next read is already the room.
+        paused = true;
+        gatherTimer = setTimeout(() => {
+          gatherTimer = undefined;
+          if (paused && !ring.blocked && !failed) {
+            paused = false;
+            sock.resume();
+          }
+        }, gatherMs);
+        return false;
+      }
+      return true;
     },
   });
   sock.on('end', () => {
@@ -84,6 +112,7 @@ export function segments(open: (onread: object) => Socket, { size = 1024 * 1024,
       }
     },
     destroy(err) {
+      clearTimeout(gatherTimer);
       failed ??= err;
       notify();
       sock.destroy();

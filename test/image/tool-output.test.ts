@@ -105,3 +105,25 @@ test('segments must be at least two of 128 KiB', async () => {
   await assert.rejects(toolOutput({ count: 1 }), /at least two segments of 128 KiB/);
   await assert.rejects(toolOutput({ size: 64 * KiB }), /at least two segments of 128 KiB/);
 });
+
+/** A program that writes a file 8 KiB at a time with a short pause between writes, as xz paces its output. */
+async function smallWritesInto(file: string, opts: SegmentOptions) {
+  const { writeEnd, reader } = await toolOutput(opts);
+  const script = 'open(my $f, "<", $ARGV[0]) or die; while (my $n = sysread($f, my $b, 8192)) { syswrite(STDOUT, $b, $n) == $n or die; select(undef, undef, undef, 0.00005) }';
+  const child = spawn('perl', ['-e', script, file], { stdio: ['ignore', writeEnd, 'inherit'] });
+  writeEnd.destroy();
+  return { reader, exited: once(child, 'close') };
+}
+
+test('a writer of 8 KiB pieces: with minHandOver and gatherMs, a waiting consumer gets few large chunks, every byte in order', async () => {
+  const { file, data } = dataFile(8 * MiB + 8 * KiB);
+  const plain = await smallWritesInto(file, { size: 512 * KiB, count: 2 });
+  const plainParts = await drain(plain.reader, async () => undefined);
+  assert.equal((await plain.exited)[0], 0);
+  const gathered = await smallWritesInto(file, { size: 512 * KiB, count: 2, minHandOver: 128 * KiB, gatherMs: 1 });
+  const parts = await drain(gathered.reader, async () => undefined);
+  assert.equal((await gathered.exited)[0], 0);
+  assert.ok(Buffer.concat(parts).equals(data));
+  assert.ok(parts.slice(0, -1).every((p) => p.length >= 128 * KiB), `chunks below 128 KiB before the last: ${parts.filter((p) => p.length < 128 * KiB).length}`);
+  assert.ok(parts.length * 4 <= plainParts.length, `${parts.length} chunks gathered against ${plainParts.length} without`);
+});
