@@ -36,7 +36,8 @@ export interface SegmentOptions {
 
 /**
  * Reads a socket into `count` reused segments of `size` bytes (a SegmentRing), each handed over
- * whole: when it is full, or at the first read while the consumer is waiting. Node asks for the
+ * whole: when it is full, or at the first read while the consumer is waiting (once it holds
+ * `minHandOver` bytes); after a small read, reading may pause `gatherMs`. Node asks for the
  * buffer of the next read right after each read (net.Socket `onread`), so every choice is made
  * there: when the ring is blocked, reading pauses with the next read aimed at the segment the
  * consumer gives back first, and resumes when it has.
@@ -70,6 +71,7 @@ export function segments(open: (onread: object) => Socket, { size = 1024 * 1024,
       if (gatherMs > 0 && n < MIN_ROOM) {
         // Reading stops as when the ring is blocked: the buffer for the next read is already the room.
         paused = true;
+        clearTimeout(gatherTimer);
         gatherTimer = setTimeout(() => {
           gatherTimer = undefined;
           if (paused && !ring.blocked && !failed) {
