@@ -158,6 +158,24 @@ export function http1Get(
   };
   const onAbort = (): void => fail(abortErrorOf(signal));
 
+  /** The whole body has come. */
+  const endBody = (): void => {
+    if (complete) return;
+    complete = true;
+    clearStall();
+    sock.destroy(); // Connection: close; anything after the body is not ours
+    signal.removeEventListener('abort', onAbort);
+  };
+
+  /** `n` body bytes are in the ring's room (copied or read there): a full segment, or the last, is handed on. */
+  const bodyAdded = (n: number): void => {
+    const r = ring as SegmentRing;
+    r.added(n);
+    remaining -= n;
+    if (r.fill === SEGMENT || remaining === 0) r.handOver();
+    if (remaining === 0) endBody();
+  };
+
   /** Copies body bytes into segments; returns false when the rest must wait for a free one. */
   const take = (buf: Buffer, from: number, to: number): boolean => {
     const r = ring as SegmentRing;
@@ -167,17 +185,11 @@ export function http1Get(
         return false;
       }
       const n = buf.copy(r.room(), 0, from, Math.min(to, from + remaining));
-      r.added(n);
+      bodyAdded(n);
       from += n;
-      remaining -= n;
-      if (r.fill === SEGMENT || remaining === 0) r.handOver();
     }
-    if (remaining === 0 && !complete) {
-      complete = true;
-      clearStall();
-      sock.destroy(); // Connection: close; anything after the body is not ours
-      signal.removeEventListener('abort', onAbort);
-    }
+    // An empty body is whole at once.
+    if (remaining === 0) endBody();
     return true;
   };
 
@@ -221,20 +233,11 @@ export function http1Get(
 
   /** `n` body bytes were read into the ring's room. */
   const tookDirect = (n: number): boolean => {
-    const r = ring as SegmentRing;
     const k = Math.min(n, remaining);
-    r.added(k);
     fastPathStats.directBytes += k;
-    remaining -= k;
-    if (r.fill === SEGMENT || remaining === 0) r.handOver();
-    if (remaining === 0) {
-      complete = true;
-      clearStall();
-      sock.destroy(); // Connection: close; anything after the body is not ours
-      signal.removeEventListener('abort', onAbort);
-    }
+    bodyAdded(k);
     notify();
-    if (!complete && r.blocked) {
+    if (!complete && (ring as SegmentRing).blocked) {
       paused = true;
       clearStall();
       return false;

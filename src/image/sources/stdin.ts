@@ -1,5 +1,5 @@
 // `-`: the image piped into the process. Read once, from the start; nothing to seek or resume.
-import { fstatSync } from 'node:fs';
+import { fstatSync, type Stats } from 'node:fs';
 import { Socket, type SocketConstructorOpts } from 'node:net';
 import { addAbortSignal } from 'node:stream';
 import type { Readable } from 'node:stream';
@@ -7,12 +7,11 @@ import { segments } from '../socket-segments.ts';
 import type { Source } from '../types.ts';
 
 /** What fd 0 is, if it can be told. */
-function stdinKind(): 'file' | 'pipe' | 'other' {
+function stdinStat(): Stats | undefined {
   try {
-    const st = fstatSync(0);
-    return st.isFile() ? 'file' : st.isFIFO() || st.isSocket() ? 'pipe' : 'other';
+    return fstatSync(0);
   } catch {
-    return 'other';
+    return undefined;
   }
 }
 
@@ -30,18 +29,15 @@ export class StdinSource implements Source {
 
   /** `input` defaults to process.stdin; tests pass their own stream. */
   constructor(private readonly input: Readable = process.stdin) {
-    if (input === process.stdin && stdinKind() === 'pipe') this.openPooled = (offset, signal) => this.readPooled(offset, signal);
+    const st = input === process.stdin ? stdinStat() : undefined;
+    if (st?.isFIFO() || st?.isSocket()) this.openPooled = (offset, signal) => this.readPooled(offset, signal);
   }
 
   async size(): Promise<number | undefined> {
     if (this.input !== process.stdin) return undefined;
-    try {
-      // `bootline image copy - dev < image` redirects a file: its size is known.
-      const st = fstatSync(0);
-      return st.isFile() ? st.size : undefined;
-    } catch {
-      return undefined;
-    }
+    // `bootline image copy - dev < image` redirects a file: its size is known.
+    const st = stdinStat();
+    return st?.isFile() ? st.size : undefined;
   }
 
   async exists(): Promise<boolean> {
