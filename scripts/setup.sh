@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Packages: util-linux/mount (losetup, script, blkdiscard, blockdev), fdisk (sfdisk),
 # e2fsprogs, dosfstools and mtools build demo/test disk images; procps for pkill;
-# the decompressors the image engine runs (gzip, pigz, isal's igzip, xz-utils, zstd, bzip2, lbzip2, lz4);
+# the decompressors the image engine runs (gzip, pigz, isal's igzip, xz-utils, 7zip's 7zz for
+# multi-block .xz, zstd, bzip2, lbzip2, lz4);
 # bmap-tools is the reference bmaptool the tests and the benchmark compare with;
 # openssl makes test certificates; make and g++ build the SEEK_DATA addon; gpgv checks
 # GPG-signed bmaps (gnupg makes the test keys). The server: postgresql is the second
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 # which indexes the installer's kernel modules (Debian's kernel package ships no modules.dep);
 # binutils' strip makes the installer's copy of node 13 MB smaller (optional).
 DEB_PACKAGES=(util-linux mount bsdutils coreutils procps fdisk e2fsprogs dosfstools mtools ca-certificates
-  gzip pigz isal xz-utils zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
+  gzip pigz isal xz-utils 7zip zstd bzip2 lbzip2 lz4 bmap-tools openssl make g++ python3 gpgv gnupg
   postgresql curl ipxe dnsmasq
   qemu-system-x86 ovmf ipxe-qemu swtpm swtpm-tools cpio busybox-static kmod binutils
   # efitools: the reference (cert-to-efi-sig-list, sign-efi-sig-list) the secureboot tests compare with

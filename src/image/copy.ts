@@ -17,7 +17,7 @@ import { Walker, checksumAlgo, spansMeet, spansOf } from './range-walker.ts';
 import type { Span } from './range-walker.ts';
 import type { Target } from './target.ts';
 import type { Bmap, ChecksumType, Compression, Source } from './types.ts';
-import { WRITE_SIZE, Writer } from './write-pool.ts';
+import { POOL_SLOW_SOURCE, WRITE_SIZE, Writer } from './write-pool.ts';
 
 export { WRITE_SIZE };
 
@@ -142,6 +142,7 @@ export async function copyImage(o: CopyOptions): Promise<CopyResult> {
     // Bytes outside the spans still to write are never looked at, unless a whole-image hash needs them.
     const needed = spans && !o.sha256 && !srcHash ? spansMeet(spans.filter((s) => !identical.has(s))) : undefined;
     img = await openImage(source, 0, undefined, signal, { onRaw, needed, imageSize: bmap?.imageSize });
+    if (img.holdsAhead) writer.capPool(POOL_SLOW_SOURCE);
     const compression = img.compression;
     log(`image ${source.display}: ${compression === 'none' ? 'not compressed' : `${compression}-compressed`}${img.decoder ? ` (${img.decoder})` : ''}${bmap ? `, bmap maps ${formatBytes(mappedBytes ?? 0)} of ${formatBytes(bmap.imageSize)}` : ', no bmap: writing every byte'}`);
     if (compression === 'none' && srcSize !== undefined) {

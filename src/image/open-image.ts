@@ -15,6 +15,8 @@ export interface OpenedImage {
   destroy(err?: Error): void;
   /** How it is decompressed, when that is worth a log line. */
   decoder?: string;
+  /** It holds megabytes of the image ahead itself (xz lanes): the writer needs fewer buffers. */
+  holdsAhead?: boolean;
 }
 
 /** The layout of an .xz image whose blocks can be decompressed side by side, if it has one. */
@@ -57,7 +59,7 @@ export async function openImage(
     if (compression === 'none') return { compression, ...pooledChunks(source, local, offset, signal, onRaw) };
     if (compression === 'xz' && offset === 0) xz = await multiBlockXz(source, signal);
     if (compression === 'gzip') gz = await chooseGzip(source, offset, imageSize, signal);
-    if (!onRaw && xz) return xzImage(xz, (r) => readRanges(local, r, signal), needed);
+    if (!onRaw && xz) return xzImage(xz, (r, size) => readRanges(local, r, signal, size), needed);
     if (!onRaw && (readsFileItself(compression) || gz?.igzip) && offset === 0) {
       const tool = toolChunks(compression, local);
       return { compression, chunks: tool.chunks, destroy: tool.stop, decoder: gz?.decoder };
@@ -230,13 +232,14 @@ async function chooseGzip(source: Source, offset: number, imageSize: number | un
 
 /** A multi-block .xz image decompressed in lanes (xz-lanes.ts). */
 function xzImage(xz: XzTail, input: RangeReader | AsyncIterable<Buffer>, needed?: (start: number, end: number) => boolean, inputReused = false): OpenedImage {
-  const dec = xzLanes(xz.layout, xz.trailer, input, laneCount(xz.layout), needed, inputReused);
+  const dec = xzLanes(xz.layout, xz.trailer, input, laneCount(xz.layout), { needed, inputReused });
   const blocks = xz.layout.blocks.length;
   return {
     compression: 'xz',
     chunks: dec.chunks,
     destroy: () => dec.stop(),
-    decoder: `${dec.lanes} xz processes side by side, ${blocks} blocks${dec.skipped ? `, ${dec.skipped} of them only holes: not decompressed` : ''}`,
+    holdsAhead: true,
+    decoder: `${dec.lanes} ${dec.program} processes side by side, ${blocks} blocks${dec.skipped ? `, ${dec.skipped} of them only holes: not decompressed` : ''}`,
   };
 }
 

@@ -14,10 +14,10 @@ import { FileSource } from '../../src/image/sources/file.ts';
 import { openTarget } from '../../src/image/target.ts';
 import { openImage } from '../../src/image/open-image.ts';
 import { parseFooter, parseIndex, streamHeader, streamTail, XzIndexError, type XzLayout } from '../../src/image/decompress/xz-index.ts';
-import { laneCount, LOOKAHEAD_BUDGET, xzLanes } from '../../src/image/decompress/xz-lanes.ts';
+import { laneCount, laneProgram, LOOKAHEAD_BUDGET, xzLanes, type LaneProgram } from '../../src/image/decompress/xz-lanes.ts';
 import { readXzTail } from '../../src/image/decompress/xz-source.ts';
 import type { Source } from '../../src/image/types.ts';
-import { readRanges, sourceRanges } from '../../src/image/sources/pooled-read.ts';
+import { readRanges, sourceRanges, type ByteRange } from '../../src/image/sources/pooled-read.ts';
 import { httpSource } from '../../src/image/sources/http.ts';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -114,7 +114,15 @@ async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-const childXz = () => runningChildren(/^xz$/);
+const childXz = () => runningChildren(/^(xz|7zz)$/);
+
+/** Both lane programs: 7zz (Debian package 7zip, installed by scripts/setup.sh) and xz. */
+const PROGRAMS: LaneProgram[] = ['7zz', 'xz'];
+/** What each says of a damaged block. */
+const DAMAGED: Record<LaneProgram, RegExp> = {
+  xz: /^Error: xz: \(stdin\): (Compressed data is corrupt|Integrity check failed)/,
+  '7zz': /^Error: 7zz: ERROR: (CRC Failed|Data Error)\b.*\(exit status 2\): the compressed image is corrupt or truncated/,
+};
 
 after(() => assert.deepEqual(childXz(), [], 'an xz process was left running'));
 
@@ -168,15 +176,51 @@ test('as many lanes as cores, as long as the lanes ahead (half a block each) fit
   assert.equal(laneCount(blocks(86, 1 << 20), 1), 1);
 });
 
-for (const lanes of [2, 3]) {
-  test(`${lanes} lanes give the image byte for byte, from a local file and from a stream`, async () => {
-    const { layout, trailer } = layoutOf(XZ);
-    assert.ok((await collect(xzLanes(layout, trailer, fileRanges(XZ), lanes).chunks)).equals(image));
-    const src = streamSource(XZ, 7777);
-    const raw = await src.open(0);
-    assert.ok((await collect(xzLanes(layout, trailer, raw as AsyncIterable<Buffer>, lanes).chunks)).equals(image));
-  });
+for (const program of PROGRAMS) {
+  for (const lanes of [2, 3]) {
+    test(`${lanes} ${program} lanes give the image byte for byte, from a local file and from a stream`, async () => {
+      const { layout, trailer } = layoutOf(XZ);
+      assert.ok((await collect(xzLanes(layout, trailer, fileRanges(XZ), lanes, { program }).chunks)).equals(image));
+      const src = streamSource(XZ, 7777);
+      const raw = await src.open(0);
+      assert.ok((await collect(xzLanes(layout, trailer, raw as AsyncIterable<Buffer>, lanes, { program }).chunks)).equals(image));
+    });
+  }
 }
+
+test('7zz is the lanes\' program where it is installed', () => {
+  assert.equal(laneProgram(), '7zz');
+});
+
+test('a lane that is held up does not hold up the blocks after its own: the next block goes to the lane that asks first', async () => {
+  const { layout, trailer } = layoutOf(XZ);
+  const first = layout.blocks[0] as XzLayout['blocks'][number];
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  /** Block starts asked for while the first block is held up. */
+  const askedMeanwhile: number[] = [];
+  let holding = true;
+  // Each range is read on its own, when the lane's reader reaches it; the first block is held up.
+  const read = async function* (ranges: Iterable<ByteRange>) {
+    let k = 0;
+    for (const r of ranges) {
+      if (r.start === first.compOffset) {
+        // Held until every other block has been asked for, or 2 s.
+        await Promise.race([held, new Promise((t) => setTimeout(t, 2000))]);
+        holding = false;
+      } else if (holding && r.start !== 0) {
+        // (The stream header, bytes 0-11, is read once besides the blocks.)
+        askedMeanwhile.push(r.start);
+        if (askedMeanwhile.length === layout.blocks.length - 1) release();
+      }
+      for await (const { chunk } of readRanges(XZ, [r])) yield { range: k, chunk };
+      k++;
+    }
+  };
+  assert.ok((await collect(xzLanes(layout, trailer, read, 2).chunks)).equals(image));
+  // With the blocks dealt out in turn, the held-up lane's next block (the third) would wait for it.
+  assert.deepEqual(askedMeanwhile, layout.blocks.slice(1).map((b) => b.compOffset));
+});
 
 test('a copy of a multi-block .xz uses the lanes, from a file, over a stream and over HTTP, and writes the image', { skip: availableParallelism() < 2 && 'one core: no lanes' }, async () => {
   served.length = 0;
@@ -191,7 +235,7 @@ test('a copy of a multi-block .xz uses the lanes, from a file, over a stream and
       await t.close();
     }
     assert.ok(readFileSync(out).equals(image), `${source.display}: the copy differs`);
-    assert.ok(lines.some((l) => /xz-compressed \(2 xz processes side by side, \d+ blocks\)/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /xz-compressed \(2 7zz processes side by side, \d+ blocks\)/.test(l)), lines.join('\n'));
   }
   // Without a bmap the stored bytes are counted for the ETA: over HTTP they come in one stream.
   assert.ok(served.includes('/mixed.img.xz whole'), served.join('\n'));
@@ -210,7 +254,7 @@ test('lanes over HTTP read each block with a bounded Range; a block the server c
   }, /mixed\.img\.xz ended at byte \d+, inside bytes 0-\d+: it changed while it was read/);
 });
 
-test('a damaged block fails with what xz says, and no xz is left running', async () => {
+test('a damaged block fails with what the lane\'s program says, and none is left running', async () => {
   const bad = Buffer.from(readFileSync(XZ));
   const { layout } = layoutOf(XZ);
   const b = layout.blocks[5];
@@ -219,8 +263,10 @@ test('a damaged block fails with what xz says, and no xz is left running', async
   const p = join(dir, 'damaged.img.xz');
   writeFileSync(p, bad);
   const { trailer } = layoutOf(p);
-  for (const input of [fileRanges(p), (await streamSource(p).open(0)) as AsyncIterable<Buffer>]) {
-    await assert.rejects(collect(xzLanes(layout, trailer, input, 2).chunks), /^Error: xz: \(stdin\): (Compressed data is corrupt|Integrity check failed)/);
+  for (const program of PROGRAMS) {
+    for (const input of [fileRanges(p), (await streamSource(p).open(0)) as AsyncIterable<Buffer>]) {
+      await assert.rejects(collect(xzLanes(layout, trailer, input, 2, { program }).chunks), DAMAGED[program]);
+    }
   }
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(childXz(), []);
@@ -327,7 +373,7 @@ test('blocks that hold only holes are not decompressed: a damaged one goes unnot
   writeFileSync(out, '');
   const t = await openTarget(out, { allowFile: true });
   try {
-    await assert.rejects(copyImage({ source: new FileSource(p), target: t, sha256: 'a'.repeat(64) }), /xz: .*(Compressed data is corrupt|Integrity check failed)/);
+    await assert.rejects(copyImage({ source: new FileSource(p), target: t, sha256: 'a'.repeat(64) }), /7zz: ERROR: (CRC Failed|Data Error)/);
   } finally {
     await t.close();
   }

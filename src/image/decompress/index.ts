@@ -258,9 +258,11 @@ export function toolChunks(
     segments?: SegmentOptions;
     /** Room asked for in the kernel's socket buffer of the output; output-buffer.ts's 4 MiB unless given, 0 leaves the kernel's. */
     outputBuffer?: number;
+    /** Another program for `kind` than the usual one (its name on PATH; `args` are then its arguments). */
+    program?: string;
   } = {},
-): { chunks: AsyncGenerator<Buffer>; stop(): void } {
-  const found = findTool(kind);
+): { chunks: AsyncGenerator<Buffer>; stop(): void; pid(): number | undefined } {
+  const found = opts.program ? programOnPath(opts.program) : findTool(kind);
   const { name, path } = found;
   const args = opts.args ?? found.args;
   const fromFile = typeof input === 'string';
@@ -359,7 +361,7 @@ export function toolChunks(
       output?.destroy(new Error('stopped'));
     }
   }
-  return { chunks: chunks(), stop };
+  return { chunks: chunks(), stop, pid: () => child?.pid };
 }
 
 /** Waits for `w` to take more, or to close; leaves no listener behind (one is added per full pipe). */
@@ -373,6 +375,12 @@ export function drainedOrClosed(w: Writable): Promise<void> {
     };
     w.on('drain', done).on('close', done);
   });
+}
+
+function programOnPath(name: string): { name: string; path: string; args: string[] } {
+  const path = onPath(name);
+  if (!path) throw new Error(`the program \`${name}\` is not installed`);
+  return { name, path, args: [] };
 }
 
 function findTool(kind: Exclude<Compression, 'none'>): { name: string; path: string; args: string[] } {
@@ -408,7 +416,7 @@ function startError(name: string, path: string, e: NodeJS.ErrnoException): Error
 }
 
 /** What a failure means, for tools whose own words do not say it ("Error encountered while decompressing file X"). */
-const FAILURE_MEANS: Record<string, string> = { igzip: 'the compressed image is corrupt or truncated' };
+const FAILURE_MEANS: Record<string, string> = { igzip: 'the compressed image is corrupt or truncated', '7zz': 'the compressed image is corrupt or truncated' };
 
 /** What a finished tool's exit says: undefined when it succeeded and said nothing. */
 function exitError(name: string, code: number | null, signal: NodeJS.Signals | null, stderr: string): Error | undefined {

@@ -1,14 +1,15 @@
 // Decompressing a multi-block .xz image on several cores with bounded memory. `xz -T0` does it
 // too, but it holds whole blocks in and out for every thread: 141 MB for a 2 GiB -6 image on 2
-// cores, more on more cores. Here each lane is a single-threaded `xz -dc -T1` (about 10 MB) fed
-// its share of the blocks, each wrapped as a stream of its own (header, the block as stored, an
-// index of one record and a footer, so xz still checks every block and its check value). The
-// lanes' output is taken back in block order; a lane that runs ahead keeps at most its share of
-// LOOKAHEAD_BUDGET, in reused 1 MiB segments that never span two blocks.
+// cores, more on more cores. Here each lane is a single-threaded decompressor (about 10-15 MB)
+// fed its share of the blocks, each wrapped as a stream of its own (header, the block as stored,
+// an index of one record and a footer, so the decompressor still checks every block and its check
+// value). The lanes' output is taken back in block order; a lane that runs ahead keeps at most its
+// share of LOOKAHEAD_BUDGET, in reused 1 MiB segments that never span two blocks.
 import { availableParallelism } from 'node:os';
 import { toolChunks } from './index.ts';
+import { onPath } from '../../which.ts';
 import { BufferPool } from '../buffer-pool.ts';
-import type { RangeReader } from '../sources/pooled-read.ts';
+import type { ByteRange, RangeReader } from '../sources/pooled-read.ts';
 import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-index.ts';
 
 /**
@@ -20,8 +21,10 @@ import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-i
  * 104-105 MB (from a file 12 MiB was about 0.6 s slower than 24).
  */
 export const LOOKAHEAD_BUDGET = 18 * 1024 * 1024;
-/** The lane being read keeps at most this much ready. */
-const CURRENT_CAP = 4 * 1024 * 1024;
+/** The lane being read keeps at most this much ready: the consumer takes it far faster than a lane makes it. */
+const CURRENT_CAP = 2 * 1024 * 1024;
+/** A lane's reads of a local file: it takes its compressed input at 20-30 MB/s. */
+const LANE_READ = 256 * 1024;
 const SEGMENT = 1024 * 1024;
 /** What a skipped block reads as: never written anywhere (its bytes are all in holes). */
 const ZEROS = Buffer.alloc(SEGMENT);
@@ -40,7 +43,25 @@ const LANE_OUTPUT = { size: 512 * 1024, count: 2 };
  * counts what the lanes hold ahead, and megabytes of socket room per lane would hold more unseen.
  */
 const LANE_SOCKET_BUFFER = 0;
-const LANE_ARGS = ['-dc', '-q', '-T1'];
+/**
+ * A lane's program, and its arguments to decompress its stdin to its stdout on one thread. 7-Zip's
+ * (Debian package 7zip) when installed: it decodes LZMA2 faster than xz and writes 1 MiB at a time
+ * where xz writes 8 KiB. Measured, the benchmark's 2 GiB image to /dev/null, 2 runs each:
+ * `7zz e -so -mmt1` 19.9-20.2 s, `xz -dc -T1` 21.5-22.2 s; into a socket read by another process,
+ * 7zz 0.6 s of system time and 2 000 reads against xz's 3.1 s and 141 000 reads (and the reader's
+ * 0.8 s against 9.5 s). Both check every block's check value and the stream's index; 7zz also
+ * fails on bytes after the last stream.
+ */
+export const LANE_PROGRAMS = {
+  '7zz': ['e', '-si', '-so', '-txz', '-mmt1', '-bso0', '-bsp0'],
+  xz: ['-dc', '-q', '-T1'],
+} as const;
+export type LaneProgram = keyof typeof LANE_PROGRAMS;
+
+/** The lanes' program: 7zz when it is installed, else xz. */
+export function laneProgram(): LaneProgram {
+  return onPath('7zz') ? '7zz' : 'xz';
+}
 /**
  * xz writes 8 KiB at a time, and node read each write as it came: about 100 000 reads for the
  * benchmark's image. Pausing 1 ms after a small read and handing on at least 128 KiB, measured
@@ -63,6 +84,10 @@ class Channel implements AsyncIterable<Buffer> {
   constructor(private readonly cap: number) {}
   private readonly queue: Buffer[] = [];
   private bytes = 0;
+  /** Bytes pushed and not yet taken by the reader. */
+  get waiting(): number {
+    return this.bytes;
+  }
   private closed = false;
   private gone = false;
   private wakeReader: (() => void) | undefined;
@@ -139,20 +164,39 @@ export function xzLanes(
   trailer: Buffer,
   input: AsyncIterable<Buffer> | RangeReader,
   lanes = laneCount(layout),
-  needed: (start: number, end: number) => boolean = () => true,
-  /** `input`'s chunks are views of reused buffers: what a lane's queue keeps is copied. */
-  inputReused = false,
-): { chunks: AsyncGenerator<Buffer>; stop(): void; lanes: number; skipped: number } {
+  opts: {
+    /** Bytes for which it is false may read as zeros: a block of only those is not decompressed. */
+    needed?: (start: number, end: number) => boolean;
+    /** `input`'s chunks are views of reused buffers: what a lane's queue keeps is copied. */
+    inputReused?: boolean;
+    program?: LaneProgram;
+  } = {},
+): { chunks: AsyncGenerator<Buffer>; stop(): void; lanes: number; skipped: number; program: LaneProgram } {
+  const { needed = () => true, inputReused = false, program = laneProgram() } = opts;
+  const args = [...LANE_PROGRAMS[program]];
   const { blocks, flags } = layout;
   // Blocks whose bytes nobody reads (holes of the bmap) are not decompressed at all: they read as
-  // zeros. The others go round-robin to the lanes; laneOf[k] is undefined for a skipped block.
-  const laneOf: (number | undefined)[] = [];
-  let used = 0;
-  for (const b of blocks) laneOf.push(needed(b.uncompOffset, b.uncompOffset + b.uncompSize) ? used++ : undefined);
+  // zeros. The others go, in order, to whichever lane asks for input first (or, from a stream, has
+  // the least of it waiting): blocks differ in how long they take, and a fixed round-robin left one
+  // lane waiting on the budget for 1.4-2.5 s of a 13-14 s copy of the benchmark's image.
+  const skip = blocks.map((b) => !needed(b.uncompOffset, b.uncompOffset + b.uncompSize));
+  const used = skip.filter((s) => !s).length;
   lanes = Math.min(lanes, used);
-  for (let k = 0; k < laneOf.length; k++) if (laneOf[k] !== undefined) laneOf[k] = (laneOf[k] as number) % lanes;
-  /** Each lane's blocks, in order. */
-  const laneBlocks = Array.from({ length: lanes }, (_, i) => blocks.filter((_, k) => laneOf[k] === i));
+  /** The lane each block went to; undefined until then, and for a skipped block. */
+  const laneOf: (number | undefined)[] = [];
+  /** Each lane's blocks' decompressed sizes, in order, as they are handed out. */
+  const laneSizes: number[][] = Array.from({ length: lanes }, () => []);
+  /** The next block to hand out. */
+  let next = 0;
+  const handOut = (i: number): XzLayout['blocks'][number] | undefined => {
+    while (next < blocks.length && skip[next]) next++;
+    const b = blocks[next];
+    if (!b) return undefined;
+    laneOf[next++] = i;
+    (laneSizes[i] as number[]).push(b.uncompSize);
+    wakeAll();
+    return b;
+  };
   /** Segments the copy is done with; the budgets above bound how many there are. */
   const free = new BufferPool(SEGMENT, Infinity);
   let current = 0;
@@ -184,18 +228,20 @@ export function xzLanes(
   for (let i = 0; i < lanes; i++) {
     const channel = typeof input === 'function' ? undefined : new Channel(inputCap);
     const tool = channel
-      ? toolChunks('xz', channel, { args: LANE_ARGS, segments: LANE_OUTPUT, outputBuffer: LANE_SOCKET_BUFFER })
-      : toolChunks('xz', readBlocks(input as RangeReader, i), { args: LANE_ARGS, reusedInput: true, segments: { ...LANE_OUTPUT, ...LANE_GATHER }, outputBuffer: LANE_SOCKET_BUFFER });
+      ? toolChunks('xz', channel, { program, args, segments: LANE_OUTPUT, outputBuffer: LANE_SOCKET_BUFFER })
+      : toolChunks('xz', readBlocks(input as RangeReader, i), { program, args, reusedInput: true, segments: { ...LANE_OUTPUT, ...LANE_GATHER }, outputBuffer: LANE_SOCKET_BUFFER });
     const lane: Lane = { ...(channel ? { input: channel } : {}), tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
-    const sizes = (laneBlocks[i] as XzLayout['blocks']).map((b) => b.uncompSize);
-    lane.done = collect(lane, i, sizes);
+    lane.done = collect(lane, i, laneSizes[i] as number[]);
     lanesList.push(lane);
   }
 
-  /** Copies lane `i`'s output into segments, one block after another, as far as its share allows. */
+  /**
+   * Copies lane `i`'s output into segments, one block after another, as far as its share allows.
+   * `sizes` grows as blocks are handed out: a block is handed out before its input is written.
+   */
   async function collect(lane: Lane, i: number, sizes: number[]): Promise<void> {
-    let b = 0;
-    let left = sizes[0] ?? 0;
+    let b = -1;
+    let left = 0;
     let seg: Buffer | undefined;
     let fill = 0;
     const mayPush = () => {
@@ -208,6 +254,7 @@ export function xzLanes(
       for await (const c of lane.tool.chunks) {
         let off = 0;
         while (off < c.length) {
+          while (left === 0 && b < sizes.length) left = sizes[++b] ?? 0;
           if (b >= sizes.length) throw new Error('xz: a block decompressed to more bytes than the image\'s index says: the image is corrupt');
           seg ??= free.take();
           const n = Math.min(c.length - off, SEGMENT - fill, left);
@@ -223,11 +270,10 @@ export function xzLanes(
             seg = undefined;
             fill = 0;
             wakeAll();
-            if (left === 0) left = sizes[++b] ?? 0;
           }
         }
       }
-      if (b < sizes.length) throw new Error('xz: a block decompressed to fewer bytes than the image\'s index says: the image is corrupt');
+      if (left > 0 || sizes.slice(b + 1).some((n) => n > 0)) throw new Error('xz: a block decompressed to fewer bytes than the image\'s index says: the image is corrupt');
       lane.ended = true;
       wakeAll();
     } catch (e) {
@@ -236,14 +282,21 @@ export function xzLanes(
   }
 
   /**
-   * Lane `i`'s blocks of a local file, each wrapped as a stream. Read with readRanges' two reused
-   * buffers: the next read runs while the last one is written to xz (reusedInput: written out
-   * before the next is asked for).
+   * Lane `i`'s blocks, each wrapped as a stream, read with one reader (a local file's two reused
+   * buffers: the next read runs while the last one is written to the lane; reusedInput: written
+   * out before the next is asked for). The reader takes the next range when it reaches it, and
+   * only then is that block handed out to this lane.
    */
   async function* readBlocks(read: RangeReader, i: number): AsyncGenerator<Buffer> {
-    const mine = laneBlocks[i] as XzLayout['blocks'];
+    const mine: XzLayout['blocks'] = [];
+    function* ranges(): Generator<ByteRange> {
+      for (let b = handOut(i); b; b = handOut(i)) {
+        mine.push(b);
+        yield { start: b.compOffset, end: b.compOffset + b.totalSize };
+      }
+    }
     let at = -1;
-    for await (const { range, chunk } of read(mine.map((b) => ({ start: b.compOffset, end: b.compOffset + b.totalSize })))) {
+    for await (const { range, chunk } of read(ranges(), LANE_READ)) {
       if (stopped || failed) return;
       if (range !== at) {
         if (at >= 0) yield streamTail(flags, mine[at] as XzLayout['blocks'][number]);
@@ -269,6 +322,21 @@ export function xzLanes(
     }
   }
 
+  /** Gives block `k` of a stream to the lane with the least input waiting (the next in turn among equals). */
+  function handOutTo(k: number): void {
+    let best = 0;
+    let least = Infinity;
+    for (let j = 0; j < lanes; j++) {
+      const i = (turn + j) % lanes;
+      const waiting = lanesList[i]?.input?.waiting ?? Infinity;
+      if (waiting < least) [best, least] = [i, waiting];
+    }
+    turn = (best + 1) % lanes;
+    next = k;
+    handOut(best);
+  }
+  let turn = 0;
+
   /** Hands each block's stored bytes to its lane; checks the stream header and the trailer on the way. */
   async function split(raw: AsyncIterable<Buffer>): Promise<void> {
     const head = Buffer.alloc(12);
@@ -292,6 +360,7 @@ export function xzLanes(
           }
           const block = blocks[k];
           if (block) {
+            if (pos === block.compOffset && !skip[k]) handOutTo(k);
             const i = laneOf[k];
             const lane = i === undefined ? undefined : lanesList[i];
             if (lane && pos === block.compOffset) await lane.input?.push(streamHeader(flags));
@@ -302,7 +371,6 @@ export function xzLanes(
             pos += n;
             if (pos === block.compOffset + block.totalSize) {
               if (lane) await lane.input?.push(streamTail(flags, block));
-              if (lane && laneBlocks[i as number]?.at(-1) === block) lane.input?.close();
               k++;
             }
             continue;
@@ -331,12 +399,14 @@ export function xzLanes(
     try {
       for (let k = 0; k < blocks.length; k++) {
         let need = (blocks[k] as { uncompSize: number }).uncompSize;
-        const i = laneOf[k];
-        if (i === undefined) {
+        if (skip[k]) {
           for (; need > 0; need -= Math.min(need, SEGMENT)) yield ZEROS.subarray(0, Math.min(need, SEGMENT));
           continue;
         }
-        current = i;
+        while (laneOf[k] === undefined && !failed && !stopped) await wait();
+        if (failed) throw failed;
+        if (stopped) throw new Error('stopped');
+        current = laneOf[k] as number;
         wakeAll();
         const lane = lanesList[current] as Lane;
         while (need > 0) {
@@ -360,5 +430,5 @@ export function xzLanes(
       if (!ok) stop();
     }
   }
-  return { chunks: chunks(), stop, lanes, skipped: blocks.length - used };
+  return { chunks: chunks(), stop, lanes, skipped: blocks.length - used, program };
 }

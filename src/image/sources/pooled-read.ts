@@ -13,40 +13,54 @@ export interface ByteRange {
   end: number;
 }
 
+/** Checked as it is taken: `ranges` may be produced as they are read. */
+function checked(r: ByteRange): ByteRange {
+  if (!Number.isSafeInteger(r.start) || r.start < 0 || !(r.end >= r.start)) throw new RangeError(`invalid range ${r.start}-${r.end}`);
+  return r;
+}
+
 /**
  * The bytes of `ranges` of `path`, in order, each chunk tagged with the index of its range. Each
  * chunk is a view of a reused buffer: it is valid only until the consumer asks for the next one
  * (copy what must outlive that). A bounded range the file ends inside of is an error: the file
- * was truncated while it was read.
+ * was truncated while it was read. `ranges` is taken one at a time, as the reads reach it (the
+ * read ahead takes the next one when the last read of the one before starts).
  */
-export async function* readRanges(path: string, ranges: readonly ByteRange[], signal?: AbortSignal): AsyncGenerator<{ range: number; chunk: Buffer }> {
-  for (const r of ranges) if (!Number.isSafeInteger(r.start) || r.start < 0 || !(r.end >= r.start)) throw new RangeError(`invalid range ${r.start}-${r.end}`);
+export async function* readRanges(path: string, ranges: Iterable<ByteRange>, signal?: AbortSignal, readSize = READ_SIZE): AsyncGenerator<{ range: number; chunk: Buffer }> {
   signal?.throwIfAborted();
-  const fh = await open(path, 'r');
-  const bufs: [Buffer, Buffer] = [Buffer.allocUnsafe(READ_SIZE), Buffer.allocUnsafe(READ_SIZE)];
-  let i: 0 | 1 = 0;
-  // The read in flight, and where it is: range `k` from `pos`.
+  const it = ranges[Symbol.iterator]();
+  const take = (): ByteRange | undefined => {
+    const r = it.next();
+    return r.done ? undefined : checked(r.value);
+  };
+  // The range read now: the k-th, from `pos`.
   let k = 0;
-  let pos = ranges[0]?.start ?? 0;
-  const readAt = (buf: Buffer) => fh.read(buf, 0, Math.min(READ_SIZE, (ranges[k] as ByteRange).end - pos), pos);
+  let range = take();
+  let pos = range?.start ?? 0;
+  const fh = await open(path, 'r');
+  const bufs: [Buffer, Buffer] = [Buffer.allocUnsafe(readSize), Buffer.allocUnsafe(readSize)];
+  let i: 0 | 1 = 0;
+  const readAt = (buf: Buffer) => fh.read(buf, 0, Math.min(readSize, (range as ByteRange).end - pos), pos);
+  const nextRange = () => {
+    k++;
+    range = take();
+    pos = range?.start ?? pos;
+  };
   /** Moves to the next range with bytes left to read; false after the last. */
   const advance = (): boolean => {
-    while (k < ranges.length && pos >= (ranges[k] as ByteRange).end) {
-      k++;
-      pos = ranges[k]?.start ?? pos;
-    }
-    return k < ranges.length;
+    while (range && pos >= range.end) nextRange();
+    return range !== undefined;
   };
-  let pending: Promise<{ bytesRead: number }> | undefined = advance() ? readAt(bufs[0]) : undefined;
+  let pending: Promise<{ bytesRead: number }> | undefined;
   try {
+    pending = advance() ? readAt(bufs[0]) : undefined;
     while (pending) {
       const { bytesRead } = await pending;
       pending = undefined;
-      const range = ranges[k] as ByteRange;
+      const r = range as ByteRange;
       if (bytesRead === 0) {
-        if (range.end !== Infinity) throw new Error(`${path} ended at byte ${pos}, inside bytes ${range.start}-${range.end}: it was truncated while it was read`);
-        k++;
-        pos = ranges[k]?.start ?? pos;
+        if (r.end !== Infinity) throw new Error(`${path} ended at byte ${pos}, inside bytes ${r.start}-${r.end}: it was truncated while it was read`);
+        nextRange();
       }
       signal?.throwIfAborted();
       const chunk = bufs[i].subarray(0, bytesRead);
@@ -70,18 +84,23 @@ export async function* readPooled(path: string, offset: number, signal?: AbortSi
   for await (const { chunk } of readRanges(path, [{ start: offset, end: Infinity }], signal)) yield chunk;
 }
 
-/** Reads byte ranges, in order, each chunk tagged with the index of its range (as `readRanges`). */
-export type RangeReader = (ranges: readonly ByteRange[]) => AsyncIterable<{ range: number; chunk: Buffer }>;
+/**
+ * Reads byte ranges, in order, each chunk tagged with the index of its range (as `readRanges`);
+ * `ranges` is taken as it is reached. `readSize` is how much a local file's reads take at a time.
+ */
+export type RangeReader = (ranges: Iterable<ByteRange>, readSize?: number) => AsyncIterable<{ range: number; chunk: Buffer }>;
 
 /**
  * `ranges` of a source that can seek and read into reused buffers (`openPooled`): one request
  * per range, for exactly its bytes. Chunks are valid until the next one is asked for.
  */
-export async function* sourceRanges(source: Source, ranges: readonly ByteRange[], signal?: AbortSignal): AsyncGenerator<{ range: number; chunk: Buffer }> {
+export async function* sourceRanges(source: Source, ranges: Iterable<ByteRange>, signal?: AbortSignal): AsyncGenerator<{ range: number; chunk: Buffer }> {
   const openPooled = source.openPooled?.bind(source);
   if (!openPooled || !source.seekable) throw new Error(`${source.display} cannot be read by ranges`);
-  for (let k = 0; k < ranges.length; k++) {
-    const { start, end } = ranges[k] as ByteRange;
+  let k = -1;
+  for (const r of ranges) {
+    k++;
+    const { start, end } = checked(r);
     if (end <= start) continue;
     let got = start;
     for await (const chunk of await openPooled(start, signal, end === Infinity ? undefined : end)) {

@@ -27,7 +27,7 @@ export const INSTALLER_PACKAGES: Record<string, string> = {
   dmidecode: 'inventory',
   efibootmgr: 'boot entries of the target',
   efitools: 'efi-updatevar and signature lists (Secure Boot enrollment)',
-  gzip: 'gzip', isal: 'igzip, the faster gzip decompressor the image engine prefers', 'xz-utils': 'xz images', zstd: 'zstd images', lz4: 'lz4 images', bzip2: 'bzip2 images', lbzip2: 'parallel bzip2 (preferred by the image engine)',
+  gzip: 'gzip', isal: 'igzip, the faster gzip decompressor the image engine prefers', 'xz-utils': 'xz images', '7zip': '7zz, which decompresses a multi-block .xz image faster than xz (xz-lanes.ts)', zstd: 'zstd images', lz4: 'lz4 images', bzip2: 'bzip2 images', lbzip2: 'parallel bzip2 (preferred by the image engine)',
   kmod: 'modprobe (also for the kernel\'s own module requests, e.g. crypto for dm-crypt)',
   'ca-certificates': 'CA bundle for https servers and images',
 };
