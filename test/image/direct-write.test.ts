@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { alignedBuffer, isPageAligned } from '../../src/image/aligned-buffer.ts';
+import type { FileHandle } from 'node:fs/promises';
 import { copyImage } from '../../src/image/copy.ts';
 import { FileSource } from '../../src/image/sources/file.ts';
 import { openTarget, type Target } from '../../src/image/target.ts';
@@ -59,6 +60,54 @@ test('page-aligned writes go past the page cache, the rest through it, and the d
     }
     // Read back from the device itself, past anything cached.
     assert.ok(readDevice(dev, 4 * MIB).equals(want), 'the device holds what was written, direct and cached alike');
+  });
+});
+
+// No device here refuses an aligned direct write; one that wants another alignment than it says
+// (some USB bridges, stacked devices) answers EINVAL. The direct handle's write is made to answer so.
+test('a direct write the device refuses with EINVAL is written through the cache, and so is every later one', async () => {
+  await withLoop(dir, 4 * MIB, async (dev) => {
+    const target = await openTarget(dev);
+    try {
+      assert.equal(target.writesDirect, true);
+      const direct = (target as unknown as { direct: FileHandle }).direct;
+      let refused = 0;
+      direct.write = (async () => {
+        refused++;
+        throw Object.assign(new Error('EINVAL: invalid argument, write'), { code: 'EINVAL', errno: -22, syscall: 'write' });
+      }) as unknown as FileHandle['write'];
+      const a = alignedBuffer(MIB);
+      randomBytes(MIB).copy(a);
+      await target.write(a, MIB);
+      assert.equal(refused, 1);
+      assert.equal(target.writesDirect, false, 'direct writes are given up');
+      assert.equal(target.directBytes, 0);
+      const b = alignedBuffer(MIB);
+      randomBytes(MIB).copy(b);
+      await target.write(b, 2 * MIB);
+      assert.equal(refused, 1, 'the later write did not try the direct handle');
+      await target.sync();
+      const got = readDevice(dev, 3 * MIB);
+      assert.ok(got.subarray(MIB, 2 * MIB).equals(a) && got.subarray(2 * MIB).equals(b), 'the device holds both writes');
+    } finally {
+      await target.close();
+    }
+  });
+});
+
+test('any other error of a direct write fails the write, naming the target and the byte', async () => {
+  await withLoop(dir, 4 * MIB, async (dev) => {
+    const target = await openTarget(dev);
+    try {
+      const direct = (target as unknown as { direct: FileHandle }).direct;
+      direct.write = (async () => {
+        throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO', errno: -5, syscall: 'write' });
+      }) as unknown as FileHandle['write'];
+      await assert.rejects(target.write(alignedBuffer(MIB), MIB), new RegExp(`^Error: writing ${dev} at byte ${MIB} failed: .*the disk reports an I/O error`));
+      assert.equal(target.writesDirect, true);
+    } finally {
+      await target.close();
+    }
   });
 });
 
