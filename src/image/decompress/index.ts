@@ -261,7 +261,7 @@ export function toolChunks(
     /** Another program for `kind` than the usual one (its name on PATH; `args` are then its arguments). */
     program?: string;
   } = {},
-): { chunks: AsyncGenerator<Buffer>; stop(): void; pid(): number | undefined } {
+): { chunks: AsyncGenerator<Buffer>; stop(): void } {
   const found = opts.program ? programOnPath(opts.program) : findTool(kind);
   const { name, path } = found;
   const args = opts.args ?? found.args;
@@ -361,7 +361,7 @@ export function toolChunks(
       output?.destroy(new Error('stopped'));
     }
   }
-  return { chunks: chunks(), stop, pid: () => child?.pid };
+  return { chunks: chunks(), stop };
 }
 
 /** Waits for `w` to take more, or to close; leaves no listener behind (one is added per full pipe). */

@@ -332,6 +332,7 @@ export function xzLanes(
       if (waiting < least) [best, least] = [i, waiting];
     }
     turn = (best + 1) % lanes;
+    // A stream's blocks arrive in order: k is the next one to hand out, past the skipped ones.
     next = k;
     handOut(best);
   }

@@ -23,8 +23,8 @@ function checked(r: ByteRange): ByteRange {
  * The bytes of `ranges` of `path`, in order, each chunk tagged with the index of its range. Each
  * chunk is a view of a reused buffer: it is valid only until the consumer asks for the next one
  * (copy what must outlive that). A bounded range the file ends inside of is an error: the file
- * was truncated while it was read. `ranges` is taken one at a time, as the reads reach it (the
- * read ahead takes the next one when the last read of the one before starts).
+ * was truncated while it was read. `ranges` is taken one at a time, as the reads reach it: the
+ * next one when the last read of the one before has returned, before that chunk is handed on.
  */
 export async function* readRanges(path: string, ranges: Iterable<ByteRange>, signal?: AbortSignal, readSize = READ_SIZE): AsyncGenerator<{ range: number; chunk: Buffer }> {
   signal?.throwIfAborted();
