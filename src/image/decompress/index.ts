@@ -420,7 +420,14 @@ const FAILURE_MEANS: Record<string, string> = { igzip: 'the compressed image is 
 
 /** What a finished tool's exit says: undefined when it succeeded and said nothing. */
 function exitError(name: string, code: number | null, signal: NodeJS.Signals | null, stderr: string): Error | undefined {
-  const said = stderr.trim().split('\n').filter(Boolean).slice(-3).join('; ');
+  // 7-Zip ends an error about its stdin with " : ~" (its name for it): that says nothing here.
+  const said = stderr
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .slice(-3)
+    .map((l) => (name === '7zz' ? l.replace(/ : ~$/, '') : l))
+    .join('; ');
   const text = said ? (said.startsWith(`${name}:`) ? said : `${name}: ${said}`) : '';
   if (signal) return new Error(`${name} was killed by ${signal}${text ? ` (${text})` : ''}`);
   const means = FAILURE_MEANS[name] ? `: ${FAILURE_MEANS[name]}` : '';
