@@ -22,6 +22,7 @@ import { httpSource } from '../../src/image/sources/http.ts';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tempDir, runningChildren } from '../helpers.ts';
+import { onPath } from '../../src/which.ts';
 
 const dir = tempDir('bootline-xz-');
 const IMAGE = join(dir, 'mixed.img');
@@ -189,6 +190,7 @@ for (const program of PROGRAMS) {
 }
 
 test('7zz is the lanes\' program where it is installed', () => {
+  assert.ok(onPath('7zz'), '7zz is not installed: scripts/setup.sh installs the Debian package 7zip');
   assert.equal(laneProgram(), '7zz');
 });
 
@@ -206,7 +208,9 @@ test('a lane that is held up does not hold up the blocks after its own: the next
     for (const r of ranges) {
       if (r.start === first.compOffset) {
         // Held until every other block has been asked for, or 2 s.
-        await Promise.race([held, new Promise((t) => setTimeout(t, 2000))]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([held, new Promise((t) => (timer = setTimeout(t, 2000)))]);
+        clearTimeout(timer);
         holding = false;
       } else if (holding && r.start !== 0) {
         // (The stream header, bytes 0-11, is read once besides the blocks.)
