@@ -60,7 +60,9 @@ export function segments(open: (onread: object) => Socket, { size = 1024 * 1024,
     buffer: () => ring.room(),
     callback: (n: number) => {
       ring.added(n);
-      if (!(size - ring.fill >= MIN_ROOM && !(wake && ring.queued === 0 && ring.fill >= minHandOver))) {
+      // Handed over when too full for another read, or when the consumer waits with nothing queued.
+      const waited = wake !== undefined && ring.queued === 0 && ring.fill >= minHandOver;
+      if (size - ring.fill < MIN_ROOM || waited) {
         ring.handOver();
         notify();
         if (ring.blocked) {

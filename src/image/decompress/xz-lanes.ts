@@ -184,8 +184,8 @@ export function xzLanes(
   lanes = Math.min(lanes, used);
   /** The lane each block went to; undefined until then, and for a skipped block. */
   const laneOf: (number | undefined)[] = [];
-  /** Each lane's blocks' decompressed sizes, in order, as they are handed out. */
-  const laneSizes: number[][] = Array.from({ length: lanes }, () => []);
+  /** Each lane's blocks, in order, as they are handed out. */
+  const laneBlocks: XzLayout['blocks'][] = Array.from({ length: lanes }, () => []);
   /** The next block to hand out. */
   let next = 0;
   const handOut = (i: number): XzLayout['blocks'][number] | undefined => {
@@ -193,7 +193,7 @@ export function xzLanes(
     const b = blocks[next];
     if (!b) return undefined;
     laneOf[next++] = i;
-    (laneSizes[i] as number[]).push(b.uncompSize);
+    (laneBlocks[i] as XzLayout['blocks']).push(b);
     wakeAll();
     return b;
   };
@@ -231,15 +231,15 @@ export function xzLanes(
       ? toolChunks('xz', channel, { program, args, segments: LANE_OUTPUT, outputBuffer: LANE_SOCKET_BUFFER })
       : toolChunks('xz', readBlocks(input as RangeReader, i), { program, args, reusedInput: true, segments: { ...LANE_OUTPUT, ...LANE_GATHER }, outputBuffer: LANE_SOCKET_BUFFER });
     const lane: Lane = { ...(channel ? { input: channel } : {}), tool, queue: [], buffered: 0, ended: false, done: Promise.resolve() };
-    lane.done = collect(lane, i, laneSizes[i] as number[]);
+    lane.done = collect(lane, i, laneBlocks[i] as XzLayout['blocks']);
     lanesList.push(lane);
   }
 
   /**
    * Copies lane `i`'s output into segments, one block after another, as far as its share allows.
-   * `sizes` grows as blocks are handed out: a block is handed out before its input is written.
+   * `mine` grows as blocks are handed out: a block is handed out before its input is written.
    */
-  async function collect(lane: Lane, i: number, sizes: number[]): Promise<void> {
+  async function collect(lane: Lane, i: number, mine: XzLayout['blocks']): Promise<void> {
     let b = -1;
     let left = 0;
     let seg: Buffer | undefined;
@@ -254,8 +254,8 @@ export function xzLanes(
       for await (const c of lane.tool.chunks) {
         let off = 0;
         while (off < c.length) {
-          while (left === 0 && b < sizes.length) left = sizes[++b] ?? 0;
-          if (b >= sizes.length) throw new Error('xz: a block decompressed to more bytes than the image\'s index says: the image is corrupt');
+          while (left === 0 && b < mine.length) left = mine[++b]?.uncompSize ?? 0;
+          if (b >= mine.length) throw new Error('xz: a block decompressed to more bytes than the image\'s index says: the image is corrupt');
           seg ??= free.take();
           const n = Math.min(c.length - off, SEGMENT - fill, left);
           c.copy(seg, fill, off, off + n);
@@ -273,7 +273,7 @@ export function xzLanes(
           }
         }
       }
-      if (left > 0 || sizes.slice(b + 1).some((n) => n > 0)) throw new Error('xz: a block decompressed to fewer bytes than the image\'s index says: the image is corrupt');
+      if (left > 0 || mine.slice(b + 1).some((m) => m.uncompSize > 0)) throw new Error('xz: a block decompressed to fewer bytes than the image\'s index says: the image is corrupt');
       lane.ended = true;
       wakeAll();
     } catch (e) {
@@ -288,12 +288,10 @@ export function xzLanes(
    * only then is that block handed out to this lane.
    */
   async function* readBlocks(read: RangeReader, i: number): AsyncGenerator<Buffer> {
-    const mine: XzLayout['blocks'] = [];
+    // The reader's k-th range is this lane's k-th block.
+    const mine = laneBlocks[i] as XzLayout['blocks'];
     function* ranges(): Generator<ByteRange> {
-      for (let b = handOut(i); b; b = handOut(i)) {
-        mine.push(b);
-        yield { start: b.compOffset, end: b.compOffset + b.totalSize };
-      }
+      for (let b = handOut(i); b; b = handOut(i)) yield { start: b.compOffset, end: b.compOffset + b.totalSize };
     }
     let at = -1;
     for await (const { range, chunk } of read(ranges(), LANE_READ)) {
@@ -322,8 +320,11 @@ export function xzLanes(
     }
   }
 
-  /** Gives block `k` of a stream to the lane with the least input waiting (the next in turn among equals). */
-  function handOutTo(k: number): void {
+  /**
+   * Gives the next block of a stream to the lane with the least input waiting (the next in turn
+   * among equals). The stream's blocks arrive in order, so the next is the one arriving.
+   */
+  function handOutToIdlest(): void {
     let best = 0;
     let least = Infinity;
     for (let j = 0; j < lanes; j++) {
@@ -332,8 +333,6 @@ export function xzLanes(
       if (waiting < least) [best, least] = [i, waiting];
     }
     turn = (best + 1) % lanes;
-    // A stream's blocks arrive in order: k is the next one to hand out, past the skipped ones.
-    next = k;
     handOut(best);
   }
   let turn = 0;
@@ -361,7 +360,7 @@ export function xzLanes(
           }
           const block = blocks[k];
           if (block) {
-            if (pos === block.compOffset && !skip[k]) handOutTo(k);
+            if (pos === block.compOffset && !skip[k]) handOutToIdlest();
             const i = laneOf[k];
             const lane = i === undefined ? undefined : lanesList[i];
             if (lane && pos === block.compOffset) await lane.input?.push(streamHeader(flags));
