@@ -14,13 +14,14 @@ import { streamHeader, streamTail, XZ_HEADER_MAGIC, type XzLayout } from './xz-i
 
 /**
  * What lanes that run ahead of the one being read may hold in all (the image's bytes,
- * decompressed). With n lanes busy, those ahead are on average half way through their blocks:
- * (n - 1) / 2 blocks; 2 lanes of `xz -6 -T0` blocks (24 MiB) need 12 MiB, and the rest is slack
- * for uneven lanes. Measured over HTTP with the benchmark's image (2 lanes, 4 runs each): 24 MiB
- * 20.2-21.6 s at 117-119 MB node RSS, 18 MiB 20.7-21.7 s at 111-113 MB, 12 MiB 20.5-22.2 s at
- * 104-105 MB (from a file 12 MiB was about 0.6 s slower than 24).
+ * decompressed), besides their output sockets (LANE_SOCKET_BUFFER). With n lanes busy, those
+ * ahead are on average half way through their blocks: (n - 1) / 2 blocks; 2 lanes of `xz -6 -T0`
+ * blocks (24 MiB) need 12 MiB, and the rest is slack for uneven lanes. Measured over HTTP with the
+ * benchmark's image (2 lanes of xz, 4 runs each): 24 MiB 20.2-21.6 s at 117-119 MB node RSS,
+ * 18 MiB 20.7-21.7 s at 111-113 MB, 12 MiB 20.5-22.2 s at 104-105 MB. Later, 2 lanes of 7zz onto a
+ * loop device on tmpfs, 3 runs each: 48 MiB (and 27 MiB more RSS) only 0.5 s faster than 18.
  */
-export const LOOKAHEAD_BUDGET = 18 * 1024 * 1024;
+export const LOOKAHEAD_BUDGET = 14 * 1024 * 1024;
 /** The lane being read keeps at most this much ready: the consumer takes it far faster than a lane makes it. */
 const CURRENT_CAP = 2 * 1024 * 1024;
 /** A lane's reads of a local file: it takes its compressed input at 20-30 MB/s. */
@@ -39,10 +40,15 @@ const MAX_LANES = 4;
 /** Each lane's xz output buffers: a single-threaded xz writes at tens of MB/s, and lanes add up. */
 const LANE_OUTPUT = { size: 512 * 1024, count: 2 };
 /**
- * The kernel's default room on each lane's output socket (output-buffer.ts): the lookahead budget
- * counts what the lanes hold ahead, and megabytes of socket room per lane would hold more unseen.
+ * Room on each lane's output socket (output-buffer.ts; kernel memory, booked twice over). 7zz
+ * writes 1 MiB at a time: with the kernel's default 208 KiB each write waited until node had read
+ * most of it, and the lane did not decompress meanwhile. Taken off the lookahead budget (18 MiB
+ * before), so that the image bytes held ahead stay about the same. Measured, the benchmark's .xz,
+ * alternating 3 runs each, onto a loop device on tmpfs: 13.9-14.8 s against 14.4-15.2 s, and onto
+ * one on disk with direct I/O: 13.4-14.0 s against 14.0-14.1 s; the tree's peak RSS 125-127 MiB
+ * against 130-133 MiB.
  */
-const LANE_SOCKET_BUFFER = 0;
+const LANE_SOCKET_BUFFER = 2 * 1024 * 1024;
 /**
  * A lane's program, and its arguments to decompress its stdin to its stdout on one thread. 7-Zip's
  * (Debian package 7zip) when installed: it decodes LZMA2 faster than xz and writes 1 MiB at a time
