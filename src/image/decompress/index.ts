@@ -418,6 +418,9 @@ function startError(name: string, path: string, e: NodeJS.ErrnoException): Error
 /** What a failure means, for tools whose own words do not say it ("Error encountered while decompressing file X"). */
 const FAILURE_MEANS: Record<string, string> = { igzip: 'the compressed image is corrupt or truncated', '7zz': 'the compressed image is corrupt or truncated' };
 
+/** A decompressor that ended with an error of its own (as opposed to its input or output failing). */
+export class ToolExitError extends Error {}
+
 /** What a finished tool's exit says: undefined when it succeeded and said nothing. */
 function exitError(name: string, code: number | null, signal: NodeJS.Signals | null, stderr: string): Error | undefined {
   // 7-Zip ends an error about its stdin with " : ~" (its name for it): that says nothing here.
@@ -429,9 +432,9 @@ function exitError(name: string, code: number | null, signal: NodeJS.Signals | n
     .map((l) => (name === '7zz' ? l.replace(/ : ~$/, '') : l))
     .join('; ');
   const text = said ? (said.startsWith(`${name}:`) ? said : `${name}: ${said}`) : '';
-  if (signal) return new Error(`${name} was killed by ${signal}${text ? ` (${text})` : ''}`);
+  if (signal) return new ToolExitError(`${name} was killed by ${signal}${text ? ` (${text})` : ''}`);
   const means = FAILURE_MEANS[name] ? `: ${FAILURE_MEANS[name]}` : '';
-  if (code !== 0) return new Error(text ? `${text} (exit status ${code})${means}` : `${name} failed with exit status ${code}${means}`);
-  if (text) return new Error(text);
+  if (code !== 0) return new ToolExitError(text ? `${text} (exit status ${code})${means}` : `${name} failed with exit status ${code}${means}`);
+  if (text) return new ToolExitError(text);
   return undefined;
 }

@@ -6,7 +6,7 @@
 // value). The lanes' output is taken back in block order; a lane that runs ahead keeps at most its
 // share of LOOKAHEAD_BUDGET, in reused 1 MiB segments that never span two blocks.
 import { availableParallelism } from 'node:os';
-import { toolChunks } from './index.ts';
+import { ToolExitError, toolChunks } from './index.ts';
 import { onPath } from '../../which.ts';
 import { BufferPool } from '../buffer-pool.ts';
 import type { ByteRange, RangeReader } from '../sources/pooled-read.ts';
@@ -283,8 +283,23 @@ export function xzLanes(
       lane.ended = true;
       wakeAll();
     } catch (e) {
-      if (!stopped) fail(e as Error);
+      if (stopped) return;
+      fail(e instanceof ToolExitError ? new ToolExitError(`${e.message} (${where(mine, b, left)})`, { cause: e }) : (e as Error));
     }
+  }
+
+  /**
+   * Which block a lane's program failed in, as far as its output tells: the block it was giving
+   * out, or, when that one had come out whole, that block's check or the start of the lane's next.
+   */
+  function where(mine: XzLayout['blocks'], b: number, left: number): string {
+    const name = (blk: XzLayout['blocks'][number]) =>
+      `${blocks.indexOf(blk) + 1} of ${blocks.length} (bytes ${blk.compOffset}-${blk.compOffset + blk.totalSize - 1} of the .xz file)`;
+    const at = mine[Math.max(b, 0)];
+    const after = mine[b + 1];
+    if (!at) return 'before its first block';
+    if (b < 0 || left > 0 || !after) return `in xz block ${name(at)}`;
+    return `at the end of xz block ${name(at)} or in block ${name(after)}`;
   }
 
   /**
